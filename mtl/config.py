@@ -1,0 +1,433 @@
+"""The run configuration: a validated pydantic schema, YAML loading and ``--set`` overrides.
+
+Every key is documented in the README. Errors name the file and the key path, and an unknown key
+comes with the nearest valid one, e.g. ``my.yaml: tasks.income.tpye: unknown key (did you mean 'type'?)``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import types
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mtl.errors import MtlError
+
+__all__ = [
+    "Config",
+    "WeightSchedule",
+    "load_config",
+    "apply_overrides",
+    "config_from_dict",
+    "dump_config",
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+# ----------------------------------------------------------------------------- data
+class FeaturesConfig(_Strict):
+    numeric: list[str] = []
+    categorical: list[str] = []
+
+    @model_validator(mode="after")
+    def _distinct(self) -> FeaturesConfig:
+        both = sorted(set(self.numeric) & set(self.categorical))
+        if both:
+            raise ValueError(f"column(s) {both} are listed as both numeric and categorical")
+        if not self.numeric and not self.categorical:
+            raise ValueError("no input features: list columns under numeric and/or categorical")
+        return self
+
+
+class SplitConfig(_Strict):
+    train: float = Field(0.8, gt=0, lt=1)
+    val: float = Field(0.1, ge=0, lt=1)
+    test: float = Field(0.1, ge=0, lt=1)
+    stratify: str | None = None
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> SplitConfig:
+        total = self.train + self.val + self.test
+        if not math.isclose(total, 1.0, abs_tol=1e-6):
+            raise ValueError(
+                f"split fractions must sum to 1, got train {self.train} + val {self.val} "
+                f"+ test {self.test} = {total:g}"
+            )
+        return self
+
+
+class DataConfig(_Strict):
+    path: str | None = None
+    dataset: str | None = None
+    features: FeaturesConfig
+    split: SplitConfig = SplitConfig()
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataConfig:
+        if (self.path is None) == (self.dataset is None):
+            raise ValueError("set exactly one of data.path (a CSV, Parquet or JSON Lines file) or data.dataset")
+        return self
+
+
+# ----------------------------------------------------------------------------- tasks
+class WeightSchedule(_Strict):
+    """A task's loss weight as a function of the epoch (see ``mtl.weighting.LossWeightSchedule``)."""
+
+    schedule: Literal["constant", "linear", "step", "cosine", "exponential"]
+    start: float = Field(ge=0)
+    end: float | None = Field(None, ge=0)
+    epochs: int | None = Field(None, ge=1, description="epochs to go from start to end (default: all)")
+    at: int | None = Field(None, ge=0, description="step schedule: the epoch from which `end` holds")
+
+    @model_validator(mode="after")
+    def _needs(self) -> WeightSchedule:
+        if self.schedule != "constant" and self.end is None:
+            raise ValueError(f"a {self.schedule} schedule needs `end`")
+        if self.schedule == "step" and self.at is None:
+            raise ValueError("a step schedule needs `at` (the epoch from which `end` holds)")
+        if self.schedule == "exponential" and (self.start <= 0 or (self.end or 0) <= 0):
+            raise ValueError("an exponential schedule needs start > 0 and end > 0")
+        return self
+
+
+class LossConfig(_Strict):
+    name: str
+    gamma: float | None = Field(None, ge=0, description="focal losses")
+    alpha: float | None = Field(None, ge=0, le=1, description="binary focal loss")
+    delta: float | None = Field(None, gt=0, description="huber loss, in standard deviations")
+
+
+def _loss(value: Any) -> Any:
+    return {"name": value} if isinstance(value, str) else value
+
+
+class _TaskBase(_Strict):
+    column: str
+    loss: Annotated[LossConfig | None, Field(None)] = None
+    metrics: list[str] | None = None
+    weight: float | WeightSchedule = Field(1.0)
+    label_fraction: float = Field(1.0, gt=0, le=1)
+    trainable: bool = True
+
+    _coerce_loss = field_validator("loss", mode="before")(_loss)
+
+    @field_validator("weight")
+    @classmethod
+    def _non_negative(cls, v: float | WeightSchedule) -> float | WeightSchedule:
+        if isinstance(v, float) and v < 0:
+            raise ValueError("a loss weight must be >= 0")
+        return v
+
+
+class BinaryTaskConfig(_TaskBase):
+    type: Literal["binary"]
+    positive: str | int | float | bool | None = None
+    threshold: float = Field(0.5, gt=0, lt=1)
+    class_weight: Literal["balanced"] | dict[str, float] | None = None
+
+
+class MulticlassTaskConfig(_TaskBase):
+    type: Literal["multiclass"]
+    class_weight: Literal["balanced"] | dict[str, float] | None = None
+
+
+class RegressionTaskConfig(_TaskBase):
+    type: Literal["regression"]
+
+
+TaskConfig = Annotated[
+    BinaryTaskConfig | MulticlassTaskConfig | RegressionTaskConfig,
+    Field(discriminator="type"),
+]
+
+
+# ----------------------------------------------------------------------------- model
+class DenseStack(_Strict):
+    units: list[int] = Field(default_factory=lambda: [64])
+    activation: str = "relu"
+    dropout: float = Field(0.0, ge=0, lt=1)
+    norm: Literal["none", "batch", "layer"] = "none"
+
+    @field_validator("units")
+    @classmethod
+    def _positive(cls, v: list[int]) -> list[int]:
+        if any(u <= 0 for u in v):
+            raise ValueError("units must be positive integers")
+        return v
+
+
+class TrunkConfig(DenseStack):
+    type: Literal["shared_bottom"] = "shared_bottom"
+    units: list[int] = Field(default_factory=lambda: [128, 64])
+
+
+class ModelConfig(_Strict):
+    trunk: TrunkConfig = TrunkConfig()
+    heads: dict[str, DenseStack] = Field(
+        default_factory=dict, description="per-task tower; a task not named gets `head`"
+    )
+    head: DenseStack = Field(default_factory=lambda: DenseStack(units=[32]))
+    embedding_dim: int | Literal["auto"] = "auto"
+
+
+# ----------------------------------------------------------------------------- training
+class LrSchedule(_Strict):
+    type: Literal["constant", "reduce_on_plateau", "cosine"] = "constant"
+    monitor: str = "val_loss"
+    factor: float = Field(0.5, gt=0, lt=1)
+    patience: int = Field(2, ge=0)
+    min_lr: float = Field(1e-6, ge=0)
+    warmup_epochs: float = Field(0.0, ge=0)
+    alpha: float = Field(0.0, ge=0, le=1, description="cosine: final lr as a fraction of the peak")
+
+
+class EarlyStopping(_Strict):
+    monitor: str = "val_loss"
+    patience: int = Field(3, ge=0)
+    mode: Literal["auto", "min", "max"] = "auto"
+    restore_best_weights: bool = True
+    min_delta: float = 0.0
+
+
+class SmoteConfig(_Strict):
+    task: str
+    sampling_strategy: float | Literal["auto", "minority", "not majority", "not minority", "all"] = "auto"
+    k_neighbors: int = Field(5, ge=1)
+
+
+class TrainingConfig(_Strict):
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(256, ge=1)
+    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
+    learning_rate: float = Field(1e-3, gt=0)
+    weight_decay: float | None = Field(None, ge=0)
+    lr_schedule: LrSchedule = LrSchedule()
+    early_stopping: EarlyStopping | None = None
+    smote: SmoteConfig | None = None
+    steps_per_execution: int = Field(16, ge=1)
+    jit_compile: bool = False
+    verbose: Literal[0, 1, 2] = 2
+
+
+class OutputConfig(_Strict):
+    run_dir: str | None = None
+
+
+class Config(_Strict):
+    """The whole run configuration, as in ``configs/default.yaml``."""
+
+    seed: int = 42
+    data: DataConfig
+    tasks: dict[str, TaskConfig]
+    model: ModelConfig = ModelConfig()
+    training: TrainingConfig = TrainingConfig()
+    output: OutputConfig = OutputConfig()
+
+    @field_validator("tasks")
+    @classmethod
+    def _some_tasks(cls, v: dict[str, Any]) -> dict[str, Any]:
+        if not v:
+            raise ValueError("define at least one task")
+        for name in v:
+            if not name.isidentifier():
+                raise ValueError(f"task name {name!r} must be a Python identifier (letters, digits, _)")
+        return v
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> Config:
+        names = list(self.tasks)
+        classifiers = [n for n, t in self.tasks.items() if t.type in ("binary", "multiclass")]
+        strat = self.data.split.stratify
+        if strat is not None and strat not in classifiers:
+            raise ValueError(_ref_message("data.split.stratify", strat, classifiers, "a binary or multiclass task"))
+        for head in self.model.heads:
+            if head not in names:
+                raise ValueError(_ref_message(f"model.heads.{head}", head, names, "a task"))
+        features = self.data.features.numeric + self.data.features.categorical
+        for name, task in self.tasks.items():
+            if task.column in features:
+                raise ValueError(f"tasks.{name}.column: {task.column!r} is also an input feature; "
+                                 "a target cannot be an input")
+            if name in features:
+                raise ValueError(f"tasks.{name}: a task cannot share its name with the input feature {name!r}; "
+                                 "rename the task")
+        smote = self.training.smote
+        if smote is not None:
+            if smote.task in self.tasks and self.tasks[smote.task].type == "regression":
+                raise ValueError(
+                    f"training.smote.task: SMOTE needs a binary or multiclass task, "
+                    f"but {smote.task!r} is a regression task"
+                )
+            if smote.task not in classifiers:
+                raise ValueError(_ref_message("training.smote.task", smote.task, classifiers, "a classification task"))
+        return self
+
+
+def _ref_message(key: str, value: str, valid: list[str], what: str) -> str:
+    hint = difflib.get_close_matches(value, valid, n=1)
+    tail = f" (did you mean {hint[0]!r}?)" if hint else f"; valid: {', '.join(valid) or 'none'}"
+    return f"{key}: {value!r} is not {what}{tail}"
+
+
+# ----------------------------------------------------------------------------- loading
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config, apply ``key.path=value`` overrides and validate it."""
+    path = Path(path)
+    if not path.is_file():
+        raise MtlError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise MtlError(f"not valid YAML ({getattr(exc, 'problem', exc)})", where=where) from None
+    if raw is None:
+        raise MtlError("the config file is empty", where=str(path))
+    if not isinstance(raw, dict):
+        raise MtlError("the config must be a mapping of keys to values", where=str(path))
+    raw = apply_overrides(raw, overrides or [])
+    return config_from_dict(raw, source=str(path))
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Return a copy of ``raw`` with each ``a.b.c=value`` set (value parsed as YAML)."""
+    import copy
+
+    raw = copy.deepcopy(raw)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise MtlError(f"--set {item!r}: expected key.path=value")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            value = text
+        node = raw
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise MtlError(f"--set {item!r}: {part!r} holds a value, not a mapping")
+            node = child
+        node[parts[-1]] = value
+    return raw
+
+
+def config_from_dict(raw: dict, source: str = "config") -> Config:
+    """Validate a plain dict; the first error becomes one ``MtlError`` line naming the key path."""
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        raise MtlError(_describe(_most_telling(exc.errors()), raw), where=source) from None
+
+
+def _most_telling(errors: list[dict]) -> dict:
+    """Of a union's errors, prefer the member the input was meant for (a mapping is not a number)."""
+    for error in errors:
+        mismatch = isinstance(error.get("input"), dict) and error["type"].endswith(("_type", "_parsing"))
+        if not mismatch:
+            return error
+    return errors[0]
+
+
+def dump_config(config: Config) -> str:
+    """The resolved config as YAML (what a run directory keeps as ``config.yaml``)."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+def _describe(error: dict, raw: dict) -> str:
+    loc, shown = _clean_loc(error["loc"], raw)
+    path = ".".join(str(p) for p in shown)
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        valid = _valid_keys(loc[:-1], raw)
+        hint = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.5)
+        tail = f" (did you mean {hint[0]!r}?)" if hint else f" (valid keys: {', '.join(valid)})"
+        return f"{path}: unknown key{tail}"
+    if kind == "missing":
+        return f"{path}: required key is missing"
+    if kind == "union_tag_invalid" or kind == "union_tag_not_found":
+        tags = error.get("ctx", {}).get("expected_tags", "binary, multiclass, regression")
+        return f"{path}.type: must be one of {tags}" if kind == "union_tag_not_found" else (
+            f"{path}.type: {error['input'].get('type') if isinstance(error['input'], dict) else error['input']!r}"
+            f" is not a task type; expected one of {tags}"
+        )
+    message = error["msg"].removeprefix("Value error, ")
+    if kind.endswith("_type") or kind.endswith("_parsing") or kind.startswith("literal"):
+        return f"{path}: {message}, got {error['input']!r}" if path else message
+    return f"{path}: {message}" if path else message
+
+
+def _clean_loc(loc: tuple, raw: dict) -> tuple[tuple, list]:
+    """Drop pydantic's union-member markers (e.g. the task type tag) from an error location."""
+    shown, node = [], raw
+    kept = []
+    for part in loc:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+            shown.append(part)
+            kept.append(part)
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+            shown.append(part)
+            kept.append(part)
+        elif isinstance(part, str) and (part in ("binary", "multiclass", "regression") or "[" in part
+                                        or part in ("float", "int", "str", "bool", "WeightSchedule", "none")):
+            continue  # a union member's name, not a key
+        else:
+            shown.append(part)
+            kept.append(part)
+            node = None
+    return tuple(kept), shown
+
+
+def _valid_keys(loc: tuple, raw: dict) -> list[str]:
+    """The keys a mapping at ``loc`` may hold, found by walking the schema along the raw config."""
+    model: Any = Config
+    node: Any = raw
+    for part in loc:
+        node = node.get(part) if isinstance(node, dict) else None
+        model = _child_model(model, part, node)
+        if model is None:
+            return []
+    return list(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else []
+
+
+def _child_model(model: Any, part: Any, node: Any) -> Any:
+    annotation = model.model_fields[part].annotation if (
+        isinstance(model, type) and issubclass(model, BaseModel) and part in model.model_fields
+    ) else model
+    if annotation is model and not (isinstance(model, type) and issubclass(model, BaseModel)):
+        # ``model`` is a dict[str, X] annotation: step into X.
+        args = typing.get_args(model)
+        annotation = args[1] if len(args) == 2 else None
+    return _pick(annotation, node)
+
+
+def _pick(annotation: Any, node: Any) -> Any:
+    origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        return _pick(typing.get_args(annotation)[0], node)
+    if origin in (Union, types.UnionType):
+        members = [a for a in typing.get_args(annotation) if a is not type(None)]
+        models = [m for m in members if isinstance(m, type) and issubclass(m, BaseModel)]
+        if isinstance(node, dict) and "type" in node:
+            for m in models:
+                field = m.model_fields.get("type")
+                if field is not None and node["type"] in typing.get_args(field.annotation):
+                    return m
+        if models:
+            return models[0]
+        dicts = [m for m in members if typing.get_origin(m) is dict]
+        return dicts[0] if dicts else None
+    return annotation

@@ -1,0 +1,219 @@
+"""From a raw table to model-ready splits: validate columns, split, encode labels, mask, resample.
+
+Missing labels are normal: an empty or NaN label means "no label for this task on this row". Each
+split carries, per task, the encoded target (0 where absent, never NaN) and a row weight that is 0
+where the label is absent and the class weight where it is present. The model masks on that weight.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+from mtl.data.labels import missing_mask
+from mtl.errors import MtlError
+
+log = logging.getLogger("mtl")
+
+
+class LabelCodec(Protocol):
+    """What the data stage needs of a task (``mtl.tasks.Task`` provides it)."""
+
+    name: str
+    column: str
+    type: str
+
+    def fit(self, labels: pd.Series) -> Any: ...
+    def encode(self, labels: pd.Series) -> tuple[np.ndarray, np.ndarray]: ...
+    def class_weights(self, y: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass
+class SplitData:
+    """One split as arrays: ``features[column]``, ``labels[task]``, ``weights[task]`` (0 = unlabelled).
+
+    ``rows`` are the source's 0-based row numbers (-1 for synthetic SMOTE rows).
+    """
+
+    features: dict[str, np.ndarray]
+    labels: dict[str, np.ndarray]
+    weights: dict[str, np.ndarray]
+    rows: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def labelled(self, task: str) -> np.ndarray:
+        return self.weights[task] > 0
+
+    def subset(self, keep: np.ndarray) -> SplitData:
+        return SplitData(
+            {k: v[keep] for k, v in self.features.items()},
+            {k: v[keep] for k, v in self.labels.items()},
+            {k: v[keep] for k, v in self.weights.items()},
+            self.rows[keep],
+        )
+
+
+@dataclass
+class PreparedData:
+    train: SplitData
+    val: SplitData
+    test: SplitData
+    numeric: list[str]
+    categorical: list[str]
+    source: str = ""
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def splits(self) -> dict[str, SplitData]:
+        return {"train": self.train, "val": self.val, "test": self.test}
+
+
+def check_columns(frame: pd.DataFrame, config: Any, source: str) -> None:
+    """Every configured feature and label column must exist in the table."""
+    wanted = [(c, "data.features.numeric") for c in config.data.features.numeric]
+    wanted += [(c, "data.features.categorical") for c in config.data.features.categorical]
+    wanted += [(t.column, f"tasks.{name}.column") for name, t in config.tasks.items()]
+    columns = list(frame.columns)
+    for column, key in wanted:
+        if column not in frame.columns:
+            hint = difflib.get_close_matches(column, columns, n=1)
+            tail = f" (did you mean {hint[0]!r}?)" if hint else f"; columns: {', '.join(columns[:20])}"
+            raise MtlError(f"column {column!r} not found in {source}{tail}", where=key)
+
+
+def numeric_column(values: pd.Series, column: str) -> np.ndarray:
+    """Float32 values; NaN where empty. A value that is not a number is an error naming its row."""
+    if pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values.dtype):
+        return values.to_numpy(dtype="float32", na_value=np.nan)
+    text = values.astype("string").str.strip()
+    parsed = pd.to_numeric(text.replace("", pd.NA), errors="coerce")
+    bad = (text.notna() & (text != "") & parsed.isna()).to_numpy(dtype=bool)
+    if bad.any():
+        pos = int(np.flatnonzero(bad)[0])
+        raise MtlError(
+            f"column {column!r}, row {int(values.index[pos]) + 1}: {values.iloc[pos]!r} is not a number",
+            where="data.features.numeric",
+        )
+    return parsed.to_numpy(dtype="float32", na_value=np.nan)
+
+
+def categorical_column(values: pd.Series) -> np.ndarray:
+    """Strings (an object array); a missing value becomes ``""``, which the vocabulary treats like any value."""
+    text = values.map(lambda v: "" if pd.isna(v) else (str(int(v)) if isinstance(v, float) and v.is_integer()
+                                                      else str(v)))
+    return text.to_numpy(dtype=object)
+
+
+def prepare(frame: pd.DataFrame, config: Any, tasks: dict[str, LabelCodec], source: str = "data") -> PreparedData:
+    """Validate and split ``frame`` as ``config`` says; fit the tasks' label encoders on train only."""
+    check_columns(frame, config, source)
+    numeric = list(config.data.features.numeric)
+    categorical = list(config.data.features.categorical)
+    seed = config.seed
+
+    present = {name: ~missing_mask(frame[t.column]) for name, t in tasks.items()}
+    any_label = np.logical_or.reduce(list(present.values()))
+    dropped = int((~any_label).sum())
+    if dropped:
+        log.info("dropped %d of %d rows that carry no label for any task", dropped, len(frame))
+        frame = frame[any_label]
+        present = {k: v[any_label] for k, v in present.items()}
+    if len(frame) == 0:
+        raise MtlError(f"no row of {source} carries a label for any task", where="tasks")
+
+    features = {c: numeric_column(frame[c], c) for c in numeric}
+    features |= {c: categorical_column(frame[c]) for c in categorical}
+
+    parts = _split_rows(frame, config, tasks, present)
+    train_frame = frame.iloc[parts["train"]]
+    for name, task in tasks.items():
+        labels = train_frame[task.column]
+        if not present[name][parts["train"]].any():
+            raise MtlError(
+                f"no labels for this task in the training split (column {task.column!r})", where=f"tasks.{name}"
+            )
+        task.fit(labels[~missing_mask(labels)])
+
+    splits = {}
+    for split_name, positions in parts.items():
+        sub = frame.iloc[positions]
+        labels, weights = {}, {}
+        for name, task in tasks.items():
+            y, has = task.encode(sub[task.column])
+            labels[name], weights[name] = y, has.astype("float32")
+        splits[split_name] = SplitData(
+            {c: v[positions] for c, v in features.items()}, labels, weights, sub.index.to_numpy()
+        )
+
+    train = splits["train"]
+    for name, cfg in config.tasks.items():
+        if cfg.label_fraction < 1.0:
+            _keep_fraction(train, name, cfg.label_fraction, seed)
+    if config.training.smote is not None:
+        from mtl.data.resample import smote_resample
+
+        smote = config.training.smote
+        train = smote_resample(train, smote.task, numeric, categorical, smote.sampling_strategy,
+                               smote.k_neighbors, seed)
+    for name, task in tasks.items():
+        mask = train.weights[name] > 0
+        train.weights[name][mask] = task.class_weights(train.labels[name][mask])
+
+    prepared = PreparedData(train, splits["val"], splits["test"], numeric, categorical, source)
+    for split_name, split in prepared.splits().items():
+        counts = ", ".join(f"{t} {int(split.labelled(t).sum())}" for t in tasks)
+        log.info("%s: %d rows; labelled: %s", split_name, len(split), counts)
+    return prepared
+
+
+def _split_rows(frame: pd.DataFrame, config: Any, tasks: dict[str, LabelCodec],
+                present: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Positions of train/val/test rows; stratified on ``data.split.stratify`` (missing is a stratum)."""
+    split = config.data.split
+    positions = np.arange(len(frame))
+    strata = None
+    if split.stratify is not None:
+        task = tasks[split.stratify]
+        strata = np.where(present[split.stratify], frame[task.column].astype(str).to_numpy(), "<missing>")
+    held = split.val + split.test
+
+    def cut(idx: np.ndarray, size: float, labels: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        if size <= 0:
+            return idx, idx[:0]
+        try:
+            return train_test_split(idx, test_size=size, random_state=config.seed, stratify=labels)
+        except ValueError as exc:
+            if labels is None:
+                raise MtlError(f"cannot split {len(idx)} rows: {exc}", where="data.split") from None
+            log.warning("stratified split not possible (%s); splitting at random", exc)
+            return train_test_split(idx, test_size=size, random_state=config.seed)
+
+    train, rest = cut(positions, held, strata)
+    if held <= 0:
+        val, test = rest, rest
+    else:
+        val, test = cut(rest, split.test / held, None if strata is None else strata[rest])
+    if len(train) == 0:
+        raise MtlError("the training split is empty", where="data.split")
+    return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
+
+
+def _keep_fraction(train: SplitData, task: str, fraction: float, seed: int) -> None:
+    """Keep ``task``'s labels on ``fraction`` of the labelled training rows (seeded); mask the rest."""
+    labelled = np.flatnonzero(train.weights[task] > 0)
+    n_keep = max(1, int(round(fraction * len(labelled))))
+    if n_keep >= len(labelled):
+        return
+    rng = np.random.default_rng([seed, 7919])
+    keep = rng.choice(labelled, size=n_keep, replace=False)
+    drop = np.setdiff1d(labelled, keep)
+    train.weights[task][drop] = 0.0
+    train.labels[task][drop] = 0
+    log.info("label_fraction: kept %s labels on %d of %d training rows", task, n_keep, len(labelled))

@@ -1,0 +1,87 @@
+"""PNG plots of a run: learning curves, loss weights, and per-task evaluation on the test split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from sklearn import metrics as skm  # noqa: E402
+
+from mtl.data import SplitData  # noqa: E402
+from mtl.tasks import Task  # noqa: E402
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def learning_curves(history: pd.DataFrame, tasks: dict[str, Task], out: Path) -> Path:
+    """Per task: training and validation loss, and the first configured metric, by epoch."""
+    fig, axes = plt.subplots(len(tasks), 2, figsize=(10, 3.2 * len(tasks)), squeeze=False)
+    epochs = history["epoch"] + 1
+    for row, (name, task) in enumerate(tasks.items()):
+        keys = [f"{name}_loss"] + ([f"{name}_{task.metrics[0]}"] if task.metrics else [])
+        for col, key in enumerate(keys):
+            ax = axes[row][col]
+            for prefix, style in (("", "-"), ("val_", "--")):
+                if prefix + key in history:
+                    ax.plot(epochs, history[prefix + key], style, label=f"{'val' if prefix else 'train'}")
+            ax.set_title(key)
+            ax.set_xlabel("epoch")
+            ax.legend()
+    return _save(fig, out / "learning_curves.png")
+
+
+def loss_weights(history: pd.DataFrame, tasks: dict[str, Task], out: Path) -> Path:
+    """The loss weight each task had in each epoch, and the learning rate."""
+    fig, (ax, lr) = plt.subplots(1, 2, figsize=(10, 3.2))
+    epochs = history["epoch"] + 1
+    for name in tasks:
+        if f"{name}_weight" in history:
+            ax.plot(epochs, history[f"{name}_weight"], marker="o", label=name)
+    ax.set_title("loss weight")
+    ax.set_xlabel("epoch")
+    ax.legend()
+    if "learning_rate" in history:
+        lr.plot(epochs, history["learning_rate"], marker="o")
+    lr.set_title("learning rate")
+    lr.set_xlabel("epoch")
+    return _save(fig, out / "loss_weights.png")
+
+
+def task_plots(tasks: dict[str, Task], split: SplitData, predictions: dict[str, np.ndarray], out: Path) -> list[Path]:
+    """ROC (binary), predicted vs true (regression), confusion matrix (multiclass) on labelled rows."""
+    paths = []
+    for name, task in tasks.items():
+        rows = split.labelled(name)
+        if not rows.any():
+            continue
+        y, pred = split.labels[name][rows], np.asarray(predictions[name])[rows]
+        fig, ax = plt.subplots(figsize=(5, 4.5))
+        if task.type == "binary" and len(np.unique(y)) == 2:
+            skm.RocCurveDisplay.from_predictions(y, pred.reshape(-1), ax=ax, name=name)
+            ax.plot([0, 1], [0, 1], ":", color="grey")
+            paths.append(_save(fig, out / f"roc_{name}.png"))
+        elif task.type == "regression":
+            ax.scatter(y, pred.reshape(-1), s=4, alpha=0.3)
+            low, high = float(min(y.min(), pred.min())), float(max(y.max(), pred.max()))
+            ax.plot([low, high], [low, high], ":", color="grey")
+            ax.set_xlabel(f"true {name}")
+            ax.set_ylabel(f"predicted {name}")
+            paths.append(_save(fig, out / f"pred_vs_true_{name}.png"))
+        elif task.type == "multiclass":
+            skm.ConfusionMatrixDisplay.from_predictions(
+                y.astype(int), pred.argmax(-1), labels=np.arange(len(task.classes_)),
+                display_labels=task.classes_, ax=ax, xticks_rotation="vertical", colorbar=False)
+            paths.append(_save(fig, out / f"confusion_{name}.png"))
+        else:
+            plt.close(fig)
+    return paths

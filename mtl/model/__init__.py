@@ -1,0 +1,6 @@
+"""The model stage: in-graph preprocessing, trunks, and the masked multi-task Keras model."""
+
+from mtl.model.build import build_model
+from mtl.model.multitask import MultiTaskModel, masked_mean
+
+__all__ = ["MultiTaskModel", "build_model", "masked_mean"]

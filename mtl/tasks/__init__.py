@@ -1,0 +1,35 @@
+"""Task types, one module each; ``TASK_TYPES`` maps a config's ``type:`` to its class."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mtl.tasks.base import Task
+from mtl.tasks.binary import BinaryTask
+from mtl.tasks.multiclass import MulticlassTask
+from mtl.tasks.regression import RegressionTask
+
+TASK_TYPES: dict[str, type[Task]] = {
+    BinaryTask.type: BinaryTask,
+    MulticlassTask.type: MulticlassTask,
+    RegressionTask.type: RegressionTask,
+}
+
+__all__ = ["TASK_TYPES", "Task", "BinaryTask", "MulticlassTask", "RegressionTask", "build_tasks",
+           "task_from_config"]
+
+
+def build_tasks(task_configs: dict[str, Any]) -> dict[str, Task]:
+    """Unfitted task objects from the config's ``tasks`` mapping (pydantic models)."""
+    tasks = {}
+    for name, cfg in task_configs.items():
+        params = cfg.model_dump(exclude={"type", "weight", "label_fraction"}, exclude_none=False)
+        if params.get("loss") is not None:
+            params["loss"] = {k: v for k, v in params["loss"].items() if v is not None}
+        tasks[name] = TASK_TYPES[cfg.type](name, **params)
+    return tasks
+
+
+def task_from_config(config: dict) -> Task:
+    """Rebuild a fitted task from ``Task.get_config()`` (used when loading saved models)."""
+    return TASK_TYPES[config["type"]].from_config(config)

@@ -1,0 +1,186 @@
+"""What every task type provides: label encoding, a head, a per-row loss, metrics, evaluation.
+
+A task follows scikit-learn's conventions on the data side: ``__init__`` stores parameters,
+``fit`` learns from the training labels (state ends in ``_``), ``encode`` turns a label column into
+``(y, present)`` arrays. On the model side it builds its head and gives a per-row loss and masked
+Keras metrics. ``get_config`` / ``from_config`` carry the fitted state into saved models.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import keras
+import numpy as np
+import pandas as pd
+
+from mtl.data.labels import data_row, label_text, missing_mask
+from mtl.errors import MtlError
+from mtl.layers import dense_stack
+
+MetricFactory = Callable[["Task"], keras.metrics.Metric]
+
+
+class Task:
+    """Base class: subclasses set ``type``, ``losses``, ``metric_factories`` and the hooks below."""
+
+    type: ClassVar[str]
+    default_loss: ClassVar[str]
+    losses: ClassVar[tuple[str, ...]]
+    default_metrics: ClassVar[tuple[str, ...]]
+    metric_factories: ClassVar[dict[str, MetricFactory]]
+
+    def __init__(
+        self,
+        name: str,
+        column: str,
+        loss: dict | None = None,
+        metrics: list[str] | None = None,
+        trainable: bool = True,
+    ) -> None:
+        self.name = name
+        self.column = column
+        self.loss = dict(loss) if loss else {"name": self.default_loss}
+        self.metrics = list(metrics) if metrics is not None else list(self.default_metrics)
+        self.trainable = trainable
+        self._check_choice("loss", "loss", self.loss["name"], self.losses)
+        for metric in self.metrics:
+            self._check_choice("metrics", "metric", metric, tuple(self.metric_factories))
+
+    # ------------------------------------------------------------------ data side
+    def fit(self, labels: pd.Series) -> Task:
+        """Learn what the labels look like from the training split's labelled rows."""
+        raise NotImplementedError
+
+    def encode(self, labels: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+        """``(y, present)``: targets (0 where absent, never NaN) and a boolean label mask."""
+        raise NotImplementedError
+
+    def class_weights(self, y: np.ndarray) -> np.ndarray:
+        """Per-row loss weights of labelled rows ``y``: all 1 unless the task sets ``class_weight``."""
+        return np.ones(len(y), dtype="float32")
+
+    # ------------------------------------------------------------------ model side
+    def build_head(self, x: Any, tower: Any) -> Any:
+        """The task's tower (``tower.units`` Dense layers) then its output layer, named after the task."""
+        x = dense_stack(x, tower.units, tower.activation, tower.dropout, tower.norm, f"{self.name}_tower",
+                        trainable=self.trainable)
+        return self.output_layer(x)
+
+    def output_layer(self, x: Any) -> Any:
+        raise NotImplementedError
+
+    def per_example_loss(self, y_true: Any, y_pred: Any) -> Any:
+        """The loss of each row, shape ``(batch,)``; the model masks and averages it."""
+        raise NotImplementedError
+
+    def make_metrics(self) -> list[keras.metrics.Metric]:
+        return [self.metric_factories[m](self) for m in self.metrics]
+
+    def update_metrics(self, metrics: list, y_true: Any, y_pred: Any, weight: Any) -> None:
+        """Update masked metrics: rows with ``weight == 0`` count for nothing."""
+        mask = keras.ops.cast(weight > 0, "float32")
+        for metric in metrics:
+            metric.update_state(*self.metric_inputs(metric, y_true, y_pred), sample_weight=mask)
+
+    def metric_inputs(self, metric: keras.metrics.Metric, y_true: Any, y_pred: Any) -> tuple:
+        return keras.ops.reshape(keras.ops.cast(y_true, "float32"), (-1, 1)), y_pred
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+        """Metrics on labelled rows with scikit-learn (numpy in, floats out)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ serialisation
+    def get_config(self) -> dict:
+        return {
+            "name": self.name,
+            "type": self.type,
+            "column": self.column,
+            "loss": self.loss,
+            "metrics": self.metrics,
+            "trainable": self.trainable,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict) -> Task:
+        config = dict(config)
+        config.pop("type", None)
+        fitted = {k: config.pop(k) for k in list(config) if k.endswith("_")}
+        task = cls(**config)
+        for key, value in fitted.items():
+            setattr(task, key, value)
+        return task
+
+    # ------------------------------------------------------------------ helpers
+    def _check_choice(self, key: str, noun: str, value: str, valid: tuple[str, ...]) -> None:
+        if value not in valid:
+            hint = difflib.get_close_matches(value, valid, n=1)
+            tail = f" (did you mean {hint[0]!r}?)" if hint else ""
+            raise MtlError(
+                f"unknown {noun} {value!r} for a {self.type} task{tail}; "
+                f"valid: {', '.join(valid)}",
+                where=f"tasks.{self.name}.{key}",
+            )
+
+    def _error(self, message: str) -> MtlError:
+        return MtlError(message, where=f"tasks.{self.name} (column {self.column!r})")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, column={self.column!r})"
+
+
+class ClassificationTask(Task):
+    """Shared label handling of binary and multiclass tasks: a fixed list of class names."""
+
+    classes_: list[str]
+
+    def __init__(self, *args: Any, class_weight: str | dict | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.class_weight = class_weight
+
+    def _encode_classes(self, labels: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+        present = ~missing_mask(labels)
+        texts = labels[present].map(label_text)
+        codes = self._codes(texts)
+        unknown = codes.isna().to_numpy()
+        if unknown.any():
+            first = int(np.flatnonzero(unknown)[0])
+            raise self._error(
+                f"{data_row(texts.index[first])}: label {texts.iloc[first]!r} is not one of "
+                f"the training classes {self.classes_}"
+            )
+        y = np.zeros(len(labels), dtype="int32")
+        y[present] = codes.to_numpy(dtype="int32")
+        return y, present
+
+    def _codes(self, texts: pd.Series) -> pd.Series:
+        return texts.map({c: i for i, c in enumerate(self.classes_)})
+
+    def class_weights(self, y: np.ndarray) -> np.ndarray:
+        """``balanced`` (scikit-learn's n / (k * count)) or ``{label: weight}`` per row."""
+        spec = self.class_weight
+        y = np.asarray(y).astype(int)
+        if spec is None or len(y) == 0:
+            return np.ones(len(y), dtype="float32")
+        if spec == "balanced":
+            from sklearn.utils.class_weight import compute_class_weight
+
+            seen = np.unique(y)
+            table = dict(zip(seen, compute_class_weight("balanced", classes=seen, y=y), strict=True))
+        else:
+            table = {}
+            for key, value in spec.items():
+                text = label_text(key)
+                if text not in self.classes_:
+                    raise MtlError(
+                        f"{key!r} is not a class of this task; classes: {self.classes_}",
+                        where=f"tasks.{self.name}.class_weight",
+                    )
+                table[self.classes_.index(text)] = value
+        return np.array([table.get(c, 1.0) for c in y], dtype="float32")
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "class_weight": self.class_weight, "classes_": list(self.classes_)}

@@ -1,0 +1,72 @@
+"""Multiclass classification: a softmax over the classes seen in the training split."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+import pandas as pd
+from sklearn import metrics as skm
+
+from mtl.data.labels import label_text, missing_mask
+from mtl.tasks.base import ClassificationTask
+
+
+def _sort_key(text: str) -> tuple:
+    try:
+        return (0, float(text), text)
+    except ValueError:
+        return (1, 0.0, text)
+
+
+class MulticlassTask(ClassificationTask):
+    """Predicts ``[batch, K]`` probabilities over ``classes_`` (sorted, numerically when numbers)."""
+
+    type = "multiclass"
+    default_loss = "sparse_categorical_crossentropy"
+    losses = ("sparse_categorical_crossentropy", "focal")
+    default_metrics = ("accuracy", "macro_f1")
+    metric_factories = {
+        "accuracy": lambda t: keras.metrics.SparseCategoricalAccuracy(name=f"{t.name}_accuracy"),
+        "macro_f1": lambda t: keras.metrics.F1Score(average="macro", name=f"{t.name}_macro_f1"),
+    }
+
+    def fit(self, labels: pd.Series) -> MulticlassTask:
+        seen = set(labels[~missing_mask(labels)].map(label_text))
+        if len(seen) < 2:
+            raise self._error(f"the training split holds {len(seen)} class(es) {sorted(seen)}; need at least two")
+        self.classes_ = sorted(seen, key=_sort_key)
+        return self
+
+    def encode(self, labels: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+        return self._encode_classes(labels)
+
+    def output_layer(self, x: Any) -> Any:
+        return keras.layers.Dense(len(self.classes_), activation="softmax", name=self.name, dtype="float32",
+                                  trainable=self.trainable)(x)
+
+    def per_example_loss(self, y_true: Any, y_pred: Any) -> Any:
+        y_true = keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32")
+        if self.loss["name"] == "focal":
+            one_hot = keras.ops.one_hot(y_true, len(self.classes_), dtype=y_pred.dtype)
+            return keras.losses.categorical_focal_crossentropy(
+                one_hot, y_pred, alpha=self.loss.get("alpha") or 0.25, gamma=self.loss.get("gamma") or 2.0
+            )
+        return keras.losses.sparse_categorical_crossentropy(y_true, y_pred)
+
+    def metric_inputs(self, metric: keras.metrics.Metric, y_true: Any, y_pred: Any) -> tuple:
+        y_true = keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32")
+        if isinstance(metric, keras.metrics.F1Score):
+            return keras.ops.one_hot(y_true, len(self.classes_)), y_pred
+        return y_true, y_pred
+
+    def evaluate(self, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+        hard = np.asarray(y_pred).argmax(axis=-1)
+        table = {
+            "accuracy": lambda: skm.accuracy_score(y_true, hard),
+            "macro_f1": lambda: skm.f1_score(
+                y_true, hard, average="macro", labels=np.arange(len(self.classes_)), zero_division=0
+            ),
+        }
+        return {m: float(table[m]()) for m in self.metrics}

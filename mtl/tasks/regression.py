@@ -1,0 +1,81 @@
+"""Regression: one linear unit trained on the standardised target, predicting original units."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+import pandas as pd
+from sklearn import metrics as skm
+
+from mtl.data.labels import data_row, missing_mask
+from mtl.tasks.base import Task
+
+
+class RegressionTask(Task):
+    """The head's last Dense layer learns ``(y - mean_) / std_``; a ``Rescaling`` layer maps it back,
+    so the model, its metrics and its exports speak in the target's own units."""
+
+    type = "regression"
+    default_loss = "mse"
+    losses = ("mse", "mae", "huber", "log_cosh")
+    default_metrics = ("rmse", "mae", "r2")
+    metric_factories = {
+        "rmse": lambda t: keras.metrics.RootMeanSquaredError(name=f"{t.name}_rmse"),
+        "mae": lambda t: keras.metrics.MeanAbsoluteError(name=f"{t.name}_mae"),
+        "mse": lambda t: keras.metrics.MeanSquaredError(name=f"{t.name}_mse"),
+        "r2": lambda t: keras.metrics.R2Score(name=f"{t.name}_r2"),
+    }
+
+    mean_: float
+    std_: float
+
+    def _numbers(self, labels: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+        present = ~missing_mask(labels)
+        values = pd.to_numeric(labels.where(present), errors="coerce").to_numpy(dtype="float64")
+        bad = present & ~np.isfinite(values)
+        if bad.any():
+            pos = int(np.flatnonzero(bad)[0])
+            raise self._error(f"{data_row(labels.index[pos])}: {labels.iloc[pos]!r} is not a number")
+        return values, present
+
+    def fit(self, labels: pd.Series) -> RegressionTask:
+        values, present = self._numbers(labels)
+        kept = values[present]
+        self.mean_ = float(kept.mean())
+        std = float(kept.std())
+        self.std_ = std if std > 0 else 1.0
+        return self
+
+    def encode(self, labels: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+        values, present = self._numbers(labels)
+        return np.where(present, values, 0.0).astype("float32"), present
+
+    def output_layer(self, x: Any) -> Any:
+        z = keras.layers.Dense(1, name=f"{self.name}_standardised", dtype="float32",
+                               trainable=self.trainable)(x)
+        return keras.layers.Rescaling(self.std_, offset=self.mean_, name=self.name, dtype="float32")(z)
+
+    def per_example_loss(self, y_true: Any, y_pred: Any) -> Any:
+        y_true = keras.ops.reshape(keras.ops.cast(y_true, y_pred.dtype), (-1, 1))
+        z_true = (y_true - self.mean_) / self.std_
+        z_pred = (y_pred - self.mean_) / self.std_
+        name = self.loss["name"]
+        if name == "huber":
+            return keras.losses.huber(z_true, z_pred, delta=self.loss.get("delta") or 1.0)
+        return {"mse": keras.losses.mean_squared_error, "mae": keras.losses.mean_absolute_error,
+                "log_cosh": keras.losses.log_cosh}[name](z_true, z_pred)
+
+    def evaluate(self, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+        pred = np.asarray(y_pred).reshape(-1)
+        table = {
+            "rmse": lambda: np.sqrt(skm.mean_squared_error(y_true, pred)),
+            "mae": lambda: skm.mean_absolute_error(y_true, pred),
+            "mse": lambda: skm.mean_squared_error(y_true, pred),
+            "r2": lambda: skm.r2_score(y_true, pred) if len(y_true) > 1 else float("nan"),
+        }
+        return {m: float(table[m]()) for m in self.metrics}
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "mean_": self.mean_, "std_": self.std_}

