@@ -19,7 +19,7 @@ from mtl.errors import MtlError
 if TYPE_CHECKING:
     from mtl.training import RunResult
 
-__all__ = ["Config", "MtlError", "RunResult", "load_config", "resume", "train"]
+__all__ = ["Config", "MtlError", "RunResult", "load_config", "load_model", "resume", "train"]
 __version__ = "0.1.0"
 
 
@@ -35,6 +35,15 @@ def resume(run_dir: str) -> RunResult:
     from mtl.training import resume as _resume
 
     return _resume(run_dir)
+
+
+def load_model(path: str) -> Any:
+    """Load a run's ``model.keras`` (a ``MultiTaskModel`` with its fitted tasks)."""
+    import keras
+
+    import mtl.model  # noqa: F401  (registers MultiTaskModel and mtl's layers with Keras)
+
+    return keras.saving.load_model(path)
 
 
 def __getattr__(name: str) -> Any:

@@ -1,4 +1,4 @@
-"""The ``mtl`` command line: ``mtl train`` and ``mtl eda``.
+"""The ``mtl`` command line: ``mtl train``, ``eda``, ``export``, ``predict`` and ``serve``.
 
 Bad input ends with one line ``error: <what and where>`` on stderr and exit code 2, no traceback.
 """
@@ -33,6 +33,31 @@ def _parser() -> argparse.ArgumentParser:
     eda.add_argument("--config", required=True, help="YAML config file")
     eda.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     eda.add_argument("--out", help="report directory (default: runs/eda-<config name>)")
+
+    export = commands.add_parser("export", help="export a run's model as a TF Serving SavedModel")
+    export.add_argument("run_dir", metavar="RUN_DIR", help="a finished run directory (holds model.keras)")
+    export.add_argument("--base-path", default="exports", help="export base folder (default: exports)")
+    export.add_argument("--name", required=True, help="model name: the export goes to BASE_PATH/NAME/<version>")
+    export.add_argument("--version", type=int, help="integer version (default: one more than the highest)")
+
+    predict = commands.add_parser("predict", help="predict rows with a run or an export")
+    predict.add_argument("--model", required=True, metavar="PATH",
+                         help="a run directory, an export version folder, or an export base (newest version)")
+    rows = predict.add_mutually_exclusive_group(required=True)
+    rows.add_argument("--input", help="rows to predict: .csv or .jsonl (one raw feature per column)")
+    rows.add_argument("--row", help="one row as a JSON object, e.g. '{\"age\": 39, ...}'")
+    predict.add_argument("--output", help="write the predictions to this CSV (default: print them)")
+    predict.add_argument("--task", help="only this task's columns")
+
+    serve = commands.add_parser("serve", help="serve exports over TF Serving's REST API")
+    serve.add_argument("--model_base_path", required=True, help="export base folder of one model (BASE/NAME)")
+    serve.add_argument("--model_name", help="the model's name in URLs (default: the base path's folder name)")
+    serve.add_argument("--rest_api_port", type=int, default=8501, help="port (default 8501)")
+    serve.add_argument("--rest_api_host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--file_system_poll_wait_seconds", type=float, default=1.0,
+                       help="how often to look for a new version (default 1 s)")
+    serve.add_argument("--max_request_bytes", type=int, default=16 * 1024 * 1024,
+                       help="larger request bodies get HTTP 413 (default 16 MiB)")
     return parser
 
 
@@ -46,9 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="mtl: %(message)s", stream=sys.stderr)
     _quiet_tensorflow()
     try:
-        if args.command == "train":
-            return _train(args)
-        return _eda(args)
+        handlers = {"train": _train, "eda": _eda, "export": _export, "predict": _predict, "serve": _serve}
+        return handlers[args.command](args)
     except MtlError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -83,6 +107,35 @@ def _eda(args: argparse.Namespace) -> int:
     out = Path(args.out or f"runs/eda-{Path(args.config).stem}")
     report = write_eda_report(config, out)
     print(f"report: {report}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from mtl.export import export_run
+
+    print(f"exported: {export_run(args.run_dir, args.base_path, args.name, args.version)}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from mtl.serving.predict import predict_command
+
+    model = Path(args.model)
+    if (model / "model.keras").is_file():  # a run directory: export it to a temporary folder, then predict
+        from mtl.export import export_run
+
+        with tempfile.TemporaryDirectory(prefix="mtl-predict-") as tmp:
+            return predict_command(export_run(model, tmp, "run"), args)
+    return predict_command(model, args)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from mtl.serving.rest import serve
+
+    serve(args.model_base_path, args.model_name, port=args.rest_api_port, host=args.rest_api_host,
+          poll_seconds=args.file_system_poll_wait_seconds, max_request_bytes=args.max_request_bytes)
     return 0
 
 

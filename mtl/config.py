@@ -217,8 +217,17 @@ class TrainingConfig(_Strict):
     verbose: Literal[0, 1, 2] = 2
 
 
+class ExportConfig(_Strict):
+    """Export the trained model as a TF Serving SavedModel at the end of a run (``base_path/name/<version>``)."""
+
+    base_path: str = "exports"
+    name: str
+    version: int | None = None  # default: one more than the highest existing version
+
+
 class OutputConfig(_Strict):
     run_dir: str | None = None
+    export: ExportConfig | None = None
 
 
 class Config(_Strict):

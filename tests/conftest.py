@@ -83,3 +83,28 @@ def slice_csv(tmp_path: Path, adult_slice: pd.DataFrame) -> Path:
     path = tmp_path / "adult.csv"
     adult_slice.to_csv(path, index=False)
     return path
+
+
+@pytest.fixture(scope="session")
+def exported_model(tmp_path_factory: pytest.TempPathFactory, adult_slice: pd.DataFrame) -> dict:
+    """One tiny model trained on 1,500 real Adult rows (binary, regression and multiclass tasks) and exported.
+
+    Returns ``{"run_dir", "base" (exports/adult), "version_dir", "result", "test_frame" (raw test features)}``.
+    """
+    import mtl
+    from mtl.config import config_from_dict
+    from mtl.export import export_run
+
+    root = tmp_path_factory.mktemp("exported")
+    csv = root / "adult.csv"
+    adult_slice.head(1500).to_csv(csv, index=False)
+    raw = tiny_config(str(csv), tasks__race={"type": "multiclass", "column": "race"},
+                      tasks__income__threshold=0.4, training__epochs=1)
+    result = mtl.train(config_from_dict(raw), root / "run")
+    version_dir = export_run(root / "run", root / "exports", "adult")
+    features = ADULT_NUMERIC + ADULT_CATEGORICAL
+    frame = pd.DataFrame({c: result.data.test.features[c] for c in features})
+    for c in ADULT_CATEGORICAL:
+        frame[c] = [v.decode() if isinstance(v, bytes) else str(v) for v in frame[c]]
+    return {"run_dir": root / "run", "base": root / "exports" / "adult", "version_dir": version_dir,
+            "result": result, "test_frame": frame}

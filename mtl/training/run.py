@@ -79,6 +79,11 @@ def _prepare(config: Config) -> tuple[PreparedData, dict[str, Task]]:
     tasks = build_tasks(config.tasks)
     data = prepare(frame, config, tasks, source)
     _check_monitors(config, tasks, has_val=len(data.val) > 0)
+    export = config.output.export
+    if export is not None and export.version is not None and (Path(export.base_path) / export.name /
+                                                              str(export.version)).exists():
+        raise MtlError(f"{Path(export.base_path) / export.name / str(export.version)} already exists; leave "
+                       "version out to export the next one", where="output.export.version")
     if config.training.jit_compile and data.categorical:
         raise MtlError("XLA cannot compile the in-graph string lookups of categorical features; "
                        "set it to false", where="training.jit_compile")
@@ -197,6 +202,12 @@ def _run(config: Config, data: PreparedData, tasks: dict[str, Task], path: Path,
         run_plots.learning_curves(history, tasks, plot_dir)
         run_plots.loss_weights(history, tasks, plot_dir)
         run_plots.task_plots(tasks, data.test, test_predictions, plot_dir)
+        if config.output.export is not None:  # before metrics.json: a run whose export failed is not finished
+            from mtl.export import export_model
+
+            exported = export_model(model, config.output.export.base_path, config.output.export.name,
+                                    config.output.export.version, source=str(path.resolve()))
+            log.info("exported %s", exported)
         write_text_atomic(path / "metrics.json", json.dumps(metrics, indent=2, default=float))
     except (Exception, KeyboardInterrupt) as exc:
         log.error("run failed (%s); no metrics.json written; checkpoints kept in %s", type(exc).__name__,

@@ -43,7 +43,8 @@ def test_run_directory_contents(tmp_path, slice_csv):
             "confusion_race.png"} <= plots
     assert any((run / "tensorboard").rglob("events.out.tfevents.*"))
     assert (run / "checkpoints" / "last.weights.h5").is_file()
-    model = keras.saving.load_model(run / "model.keras")
+    model = mtl.load_model(str(run / "model.keras"))
+    assert isinstance(model, keras.Model) and set(model.output) == {"income", "hours_per_week", "race"}
     from mtl.evaluation import evaluate_split, predict
 
     again = evaluate_split(result.tasks, result.data.test, predict(model, result.data.test))
