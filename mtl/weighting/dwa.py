@@ -19,7 +19,7 @@ def dwa_weights(previous: list[float], before: list[float], temperature: float) 
     """The DWA formula for one epoch from the last two epochs' losses.
 
     >>> [round(w, 4) for w in dwa_weights([1.0, 1.0], [2.0, 1.0], 2.0)]
-    [0.7551, 1.2449]
+    [0.8756, 1.1244]
     """
     ratios = [p / b if b > 0 else 1.0 for p, b in zip(previous, before, strict=True)]
     exps = [math.exp(r / temperature) for r in ratios]
