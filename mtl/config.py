@@ -165,8 +165,20 @@ class DenseStack(_Strict):
 
 
 class TrunkConfig(DenseStack):
-    type: Literal["shared_bottom"] = "shared_bottom"
-    units: list[int] = Field(default_factory=lambda: [128, 64])
+    type: Literal["shared_bottom", "mmoe", "ple"] = "shared_bottom"
+    units: list[int] = Field(default_factory=lambda: [128, 64], description="shared_bottom: the shared layers")
+    experts: int = Field(4, ge=1, description="mmoe: shared experts")
+    expert_units: list[int] = Field(default_factory=lambda: [64], description="mmoe, ple: each expert's layers")
+    levels: int = Field(2, ge=1, description="ple: extraction layers")
+    shared_experts: int = Field(2, ge=1, description="ple: shared experts per level")
+    task_experts: int = Field(1, ge=1, description="ple: experts per task per level")
+
+    @field_validator("expert_units")
+    @classmethod
+    def _positive_experts(cls, v: list[int]) -> list[int]:
+        if any(u <= 0 for u in v):
+            raise ValueError("expert_units must be positive integers")
+        return v
 
 
 class ModelConfig(_Strict):
@@ -203,6 +215,32 @@ class SmoteConfig(_Strict):
     k_neighbors: int = Field(5, ge=1)
 
 
+WEIGHTING_PARAMS = {"gradnorm": ("alpha", "lr"), "dwa": ("temperature",), "cagrad": ("c",), "rlw": ("seed",)}
+
+
+class WeightingConfig(_Strict):
+    """``training.weighting``: a strategy name, or ``{name: ..., <its parameters>}``."""
+
+    name: Literal["fixed", "uncertainty", "gradnorm", "dwa", "rlw", "pcgrad", "cagrad"] = "fixed"
+    alpha: float | None = Field(None, ge=0, description="gradnorm: restoring-force strength (default 1.5)")
+    lr: float | None = Field(None, gt=0, description="gradnorm: the weights' learning rate (default 0.025)")
+    temperature: float | None = Field(None, gt=0, description="dwa: softmax temperature (default 2)")
+    c: float | None = Field(None, ge=0, description="cagrad: the ball's radius relative to |g0| (default 0.4)")
+    seed: int | None = Field(None, description="rlw: seed of the random weights (default 0)")
+
+    @model_validator(mode="after")
+    def _own_params(self) -> WeightingConfig:
+        for key in ("alpha", "lr", "temperature", "c", "seed"):
+            if getattr(self, key) is not None and key not in WEIGHTING_PARAMS.get(self.name, ()):
+                owners = [n for n, keys in WEIGHTING_PARAMS.items() if key in keys]
+                raise ValueError(f"{key!r} is a parameter of {', '.join(owners)}, not of {self.name}")
+        return self
+
+
+def _weighting(value: Any) -> Any:
+    return {"name": value} if isinstance(value, str) else value
+
+
 class TrainingConfig(_Strict):
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(256, ge=1)
@@ -215,6 +253,9 @@ class TrainingConfig(_Strict):
     steps_per_execution: int = Field(16, ge=1)
     jit_compile: bool = False
     verbose: Literal[0, 1, 2] = 2
+    weighting: WeightingConfig = WeightingConfig()
+
+    _coerce_weighting = field_validator("weighting", mode="before")(_weighting)
 
 
 class ExportConfig(_Strict):
@@ -268,6 +309,7 @@ class Config(_Strict):
             if name in features:
                 raise ValueError(f"tasks.{name}: a task cannot share its name with the input feature {name!r}; "
                                  "rename the task")
+        self._check_weighting()
         smote = self.training.smote
         if smote is not None:
             if smote.task in self.tasks and self.tasks[smote.task].type == "regression":
@@ -278,6 +320,23 @@ class Config(_Strict):
             if smote.task not in classifiers:
                 raise ValueError(_ref_message("training.smote.task", smote.task, classifiers, "a classification task"))
         return self
+
+
+    def _check_weighting(self) -> None:
+        name = self.training.weighting.name
+        if name == "fixed":
+            return
+        if len(self.tasks) < 2:
+            raise ValueError(f"training.weighting: {name} balances two or more tasks, but the config defines "
+                             f"{len(self.tasks)}; use fixed")
+        for task_name, task in self.tasks.items():
+            if task.weight != 1.0:
+                raise ValueError(f"tasks.{task_name}.weight: per-task weights apply only with training.weighting "
+                                 f"fixed; {name} sets the weights itself")
+        trunk = self.model.trunk
+        if name == "gradnorm" and not (trunk.units if trunk.type == "shared_bottom" else trunk.expert_units):
+            key = "units" if trunk.type == "shared_bottom" else "expert_units"
+            raise ValueError(f"training.weighting: gradnorm needs a shared layer, but model.trunk.{key} is empty")
 
 
 def _ref_message(key: str, value: str, valid: list[str], what: str) -> str:

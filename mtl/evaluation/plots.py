@@ -41,8 +41,11 @@ def learning_curves(history: pd.DataFrame, tasks: dict[str, Task], out: Path) ->
 
 
 def loss_weights(history: pd.DataFrame, tasks: dict[str, Task], out: Path) -> Path:
-    """The loss weight each task had in each epoch, and the learning rate."""
-    fig, (ax, lr) = plt.subplots(1, 2, figsize=(10, 3.2))
+    """The loss weight each task had in each epoch, the learning rate, and (gradient-level weighting
+    strategies) each task's gradient norm on the shared parameters."""
+    norms = [name for name in tasks if f"{name}_grad_norm" in history]
+    fig, axes = plt.subplots(1, 3 if norms else 2, figsize=(15 if norms else 10, 3.2))
+    ax, lr = axes[0], axes[1]
     epochs = history["epoch"] + 1
     for name in tasks:
         if f"{name}_weight" in history:
@@ -54,6 +57,12 @@ def loss_weights(history: pd.DataFrame, tasks: dict[str, Task], out: Path) -> Pa
         lr.plot(epochs, history["learning_rate"], marker="o")
     lr.set_title("learning rate")
     lr.set_xlabel("epoch")
+    if norms:
+        for name in norms:
+            axes[2].plot(epochs, history[f"{name}_grad_norm"], marker="o", label=name)
+        axes[2].set_title("task gradient norm (shared parameters)")
+        axes[2].set_xlabel("epoch")
+        axes[2].legend()
     return _save(fig, out / "loss_weights.png")
 
 

@@ -14,6 +14,7 @@ import keras
 import tensorflow as tf
 
 from mtl.tasks import Task, task_from_config
+from mtl.weighting import WeightingStrategy, make_strategy
 
 
 def masked_mean(per_example: Any, weight: Any) -> tuple[Any, Any]:
@@ -47,9 +48,11 @@ class MultiTaskModel(keras.Model):
     by task; a weight of 0 means "no label for this task on this row".
     """
 
-    def __init__(self, *args: Any, tasks: list[dict] | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, tasks: list[dict] | None = None, weighting: dict | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.task_configs = list(tasks or [])
+        self.weighting_config = dict(weighting or {"name": "fixed"})
         self.tasks: dict[str, Task] = {c["name"]: task_from_config(c) for c in self.task_configs}
         missing = set(self.tasks) - set(self.output)
         if missing:
@@ -57,6 +60,7 @@ class MultiTaskModel(keras.Model):
         self.task_weights = {
             name: keras.Variable(1.0, trainable=False, dtype="float32", name=f"{name}_weight") for name in self.tasks
         }
+        self.weighting: WeightingStrategy = make_strategy(self.weighting_config, list(self.tasks))
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.task_loss_trackers = {name: keras.metrics.Mean(name=f"{name}_loss") for name in self.tasks}
         self.task_metrics = {name: task.make_metrics() for name, task in self.tasks.items()}
@@ -77,10 +81,12 @@ class MultiTaskModel(keras.Model):
             return keras.ops.ones((keras.ops.shape(labels)[0],), "float32")
         return keras.ops.reshape(keras.ops.cast(sample_weight[name], "float32"), (-1,))
 
-    def combine_task_losses(self, task_losses: dict[str, tuple]) -> Any:
-        """The total loss: the weighted sum of the task losses plus regularisation losses."""
+    def combine_task_losses(self, task_losses: dict[str, tuple], weights: dict | None = None) -> Any:
+        """The total loss: the weighted sum of the task losses (weights: the ``task_weights`` variables
+        unless given) plus regularisation losses."""
+        weights = self.task_weights if weights is None else weights
         total = keras.ops.sum(
-            keras.ops.stack([self.task_weights[name] * loss for name, (loss, _) in task_losses.items()])
+            keras.ops.stack([weights[name] * loss for name, (loss, _) in task_losses.items()])
         )
         if self.losses:
             total = total + keras.ops.sum(keras.ops.stack(self.losses))
@@ -93,14 +99,63 @@ class MultiTaskModel(keras.Model):
     # ------------------------------------------------------------------ steps
     def train_step(self, data: Any) -> dict:
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        if self.weighting.uses_gradients:
+            return self._gradient_level_step(x, y, sample_weight)
+        fixed = self.weighting.key == "fixed"
         with tf.GradientTape() as tape:
             y_pred = self(x, training=True)
             task_losses = self.compute_task_losses(y, y_pred, sample_weight)
-            loss = self.combine_task_losses(task_losses)
+            weights = None if fixed else self.weighting.task_weights(
+                {name: loss for name, (loss, _) in task_losses.items()}, self.optimizer.iterations)
+            loss = self.combine_task_losses(task_losses, weights)
+            extra = self.weighting.extra_loss()
+            if extra is not None:
+                loss = loss + extra
             scaled = self.optimizer.scale_loss(loss)
         variables = self.trainable_variables
         gradients = tape.gradient(scaled, variables)
         self.optimizer.apply(gradients, variables)
+        if weights is not None:
+            self.set_task_weights(weights)
+        return self._train_logs(loss, task_losses, y, y_pred, sample_weight)
+
+    def _gradient_level_step(self, x: Any, y: dict, sample_weight: dict | None) -> dict:
+        """One tape, one gradient per task loss; the strategy combines the shared variables' gradients."""
+        names = list(self.tasks)
+        with tf.GradientTape(persistent=True) as tape:
+            y_pred = self(x, training=True)
+            task_losses = self.compute_task_losses(y, y_pred, sample_weight)
+            losses = {name: loss for name, (loss, _) in task_losses.items()}
+            weights = {name: tf.identity(keras.ops.convert_to_tensor(w))  # the values used, before any update
+                       for name, w in self.weighting.task_weights(losses, self.optimizer.iterations).items()}
+            scaled = {name: self.optimizer.scale_loss(weights[name] * losses[name]) for name in names}
+            regular = self.optimizer.scale_loss(keras.ops.sum(keras.ops.stack(self.losses))) if self.losses else None
+        variables = self.trainable_variables
+        per_task = {name: tape.gradient(scaled[name], variables) for name in names}
+        regular_grads = tape.gradient(regular, variables) if regular is not None else [None] * len(variables)
+        del tape
+        shared = [i for i in range(len(variables)) if sum(per_task[n][i] is not None for n in names) >= 2]
+        shared_task_grads = {n: [tf.convert_to_tensor(per_task[n][i]) for i in shared] for n in names}
+        combined = self.weighting.combine(shared_task_grads, [variables[i] for i in shared], losses) if shared else []
+        by_index = dict(zip(shared, combined, strict=True))
+        gradients = []
+        for i, variable in enumerate(variables):
+            parts = [by_index[i]] if i in by_index else [per_task[n][i] for n in names if per_task[n][i] is not None]
+            if regular_grads[i] is not None:
+                parts.append(regular_grads[i])
+            gradients.append(tf.add_n([tf.convert_to_tensor(p) for p in parts]) if parts
+                             else keras.ops.zeros_like(variable))
+        self.optimizer.apply(gradients, variables)
+        self.set_task_weights(weights)
+        loss = self.combine_task_losses(task_losses, weights)
+        logs = self._train_logs(loss, task_losses, y, y_pred, sample_weight)
+        for name in names:
+            norm = keras.ops.sqrt(sum(keras.ops.sum(keras.ops.square(g)) for g in shared_task_grads[name])) \
+                if shared else keras.ops.convert_to_tensor(0.0)
+            logs[f"{name}_grad_norm"] = norm
+        return logs
+
+    def _train_logs(self, loss: Any, task_losses: dict, y: dict, y_pred: dict, sample_weight: dict | None) -> dict:
         logs = self._update_metrics(loss, task_losses, y, y_pred, sample_weight)
         logs.update({f"{name}_weight": variable.value for name, variable in self.task_weights.items()})
         logs["learning_rate"] = self.optimizer.learning_rate
@@ -127,13 +182,16 @@ class MultiTaskModel(keras.Model):
         return tracked + [m for name in self.tasks for m in self.task_metrics[name]]
 
     # ------------------------------------------------------------------ weights and config
-    def set_task_weights(self, weights: dict[str, float]) -> None:
-        """Assign loss weights; read inside the compiled step, so a callback may change them any time."""
+    def set_task_weights(self, weights: dict[str, Any]) -> None:
+        """Assign loss weights; read inside the compiled step, so a callback may change them any time.
+
+        With a strategy other than ``fixed`` the step assigns the weights it used, for the logs."""
         for name, value in weights.items():
-            self.task_weights[name].assign(float(value))
+            value = float(value) if isinstance(value, (int, float)) else keras.ops.cast(value, "float32")
+            self.task_weights[name].assign(value)
 
     def get_task_weights(self) -> dict[str, float]:
         return {name: float(keras.ops.convert_to_numpy(v)) for name, v in self.task_weights.items()}
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "tasks": self.task_configs}
+        return {**super().get_config(), "tasks": self.task_configs, "weighting": self.weighting_config}

@@ -1,13 +1,25 @@
 """Trunks: the shared part of the model. Each returns one representation per task.
 
-``shared_bottom`` (hard parameter sharing, Caruana 1997) gives every task the same tensor; trunks
-with per-task mixtures (MMoE, PLE) plug in here under their ``model.trunk.type`` name.
+- ``shared_bottom`` (hard parameter sharing, Caruana 1997) gives every task the same tensor.
+- ``mmoe`` (Ma et al., "Modeling Task Relationships in Multi-task Learning with Multi-gate
+  Mixture-of-Experts", KDD 2018): ``experts`` shared expert networks and one softmax gate per task;
+  each task gets its own mixture of the experts.
+- ``ple`` (Tang et al., "Progressive Layered Extraction (PLE)", RecSys 2020): ``levels`` extraction
+  layers, each with ``shared_experts`` shared and ``task_experts`` per-task experts; a task's gate mixes
+  its own and the shared experts, and a shared gate (all but the last level) mixes all of them for the
+  next level.
+
+All are plain functional graphs of stock Keras layers (``Dense``, ``Reshape``, ``Concatenate``,
+``Dot``), so they save to ``.keras`` and export as SavedModel like any functional model.
+``LAST_SHARED`` names each trunk's last shared layers (what GradNorm measures gradient norms on).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
+
+import keras
 
 from mtl.errors import MtlError
 from mtl.layers import dense_stack
@@ -18,10 +30,63 @@ def shared_bottom(x: Any, config: Any, task_names: list[str]) -> dict[str, Any]:
     return {name: shared for name in task_names}
 
 
-TRUNKS: dict[str, Callable[[Any, Any, list[str]], dict[str, Any]]] = {"shared_bottom": shared_bottom}
+def _expert(x: Any, config: Any, prefix: str) -> Any:
+    return dense_stack(x, config.expert_units, config.activation, config.dropout, config.norm, prefix)
+
+
+def _mixture(gate_input: Any, experts: list[Any], prefix: str) -> Any:
+    """``sum_e softmax(gate)_e * expert_e``: a ``Dense`` softmax gate and a batched dot product."""
+    gate = keras.layers.Dense(len(experts), activation="softmax", name=f"{prefix}_gate")(gate_input)
+    width = int(experts[0].shape[-1])
+    stacked = [keras.layers.Reshape((1, width), name=f"{prefix}_stack_{i}")(e) for i, e in enumerate(experts)]
+    stacked = stacked[0] if len(stacked) == 1 else keras.layers.Concatenate(axis=1, name=f"{prefix}_experts")(stacked)
+    return keras.layers.Dot(axes=(1, 1), name=f"{prefix}_mix")([gate, stacked])
+
+
+def mmoe(x: Any, config: Any, task_names: list[str]) -> dict[str, Any]:
+    experts = [_expert(x, config, f"mmoe_expert_{e}") for e in range(config.experts)]
+    return {name: _mixture(x, experts, f"mmoe_{name}") for name in task_names}
+
+
+def ple(x: Any, config: Any, task_names: list[str]) -> dict[str, Any]:
+    task_inputs = {name: x for name in task_names}
+    shared_input = x
+    for level in range(config.levels):
+        last = level == config.levels - 1
+        shared = [_expert(shared_input, config, f"ple_{level}_shared_{e}") for e in range(config.shared_experts)]
+        own = {name: [_expert(task_inputs[name], config, f"ple_{level}_{name}_{e}") for e in range(config.task_experts)]
+               for name in task_names}
+        next_inputs = {name: _mixture(task_inputs[name], own[name] + shared, f"ple_{level}_{name}")
+                       for name in task_names}
+        if not last:
+            everything = [e for name in task_names for e in own[name]] + shared
+            shared_input = _mixture(shared_input, everything, f"ple_{level}_shared")
+        task_inputs = next_inputs
+    return task_inputs
+
+
+def _last_dense(prefix: str, units: list[int]) -> str:
+    return f"{prefix}_dense_{len(units) - 1}"
+
+
+LAST_SHARED: dict[str, Callable[[Any, list[str]], list[str]]] = {
+    "shared_bottom": lambda c, t: [_last_dense("trunk", c.units)] if c.units else [],
+    "mmoe": lambda c, t: [_last_dense(f"mmoe_expert_{e}", c.expert_units) for e in range(c.experts)]
+    if c.expert_units else [],
+    "ple": lambda c, t: [_last_dense(f"ple_{c.levels - 1}_shared_{e}", c.expert_units)
+                         for e in range(c.shared_experts)] if c.expert_units else [],
+}
+
+TRUNKS: dict[str, Callable[[Any, Any, list[str]], dict[str, Any]]] = {
+    "shared_bottom": shared_bottom, "mmoe": mmoe, "ple": ple}
 
 
 def build_trunk(x: Any, config: Any, task_names: list[str]) -> dict[str, Any]:
     if config.type not in TRUNKS:
         raise MtlError(f"unknown trunk {config.type!r}; valid: {', '.join(TRUNKS)}", where="model.trunk.type")
     return TRUNKS[config.type](x, config, task_names)
+
+
+def last_shared_layers(config: Any, task_names: list[str]) -> list[str]:
+    """Names of the trunk's last shared layers (empty when it has none)."""
+    return LAST_SHARED[config.type](config, task_names)

@@ -1,4 +1,5 @@
-"""Callbacks of a run: the loss-weight schedule, the divergence guard and atomic epoch checkpoints."""
+"""Callbacks of a run: the loss-weight schedule, the weighting strategy's epoch hooks, the divergence guard
+and atomic epoch checkpoints."""
 
 from __future__ import annotations
 
@@ -27,6 +28,16 @@ class LossWeightScheduler(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self.model.set_task_weights({name: s.value(epoch) for name, s in self.schedules.items()})
+
+
+class WeightingEpochHooks(keras.callbacks.Callback):
+    """Call the weighting strategy's epoch hooks (DWA sets its weights from the last two epochs' losses)."""
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.model.weighting.on_epoch_begin(epoch)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.model.weighting.on_epoch_end(epoch, logs or {})
 
 
 class TrainingDiverged(MtlError):

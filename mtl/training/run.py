@@ -28,7 +28,13 @@ from mtl.evaluation import plots as run_plots
 from mtl.model import MultiTaskModel, build_model
 from mtl.tasks import Task, build_tasks
 from mtl.training.batches import to_dataset
-from mtl.training.callbacks import DivergenceGuard, EpochCheckpoint, LossWeightScheduler, write_text_atomic
+from mtl.training.callbacks import (
+    DivergenceGuard,
+    EpochCheckpoint,
+    LossWeightScheduler,
+    WeightingEpochHooks,
+    write_text_atomic,
+)
 from mtl.weighting import LossWeightSchedule
 
 log = logging.getLogger("mtl")
@@ -142,7 +148,8 @@ def _optimizer(config: Config, steps_per_epoch: int) -> keras.optimizers.Optimiz
 def _callbacks(config: Config, tasks: dict[str, Task], path: Path, has_val: bool) -> list:
     t = config.training
     schedules = {name: LossWeightSchedule.from_config(cfg.weight, t.epochs) for name, cfg in config.tasks.items()}
-    callbacks: list = [LossWeightScheduler(schedules), DivergenceGuard()]
+    weighting = LossWeightScheduler(schedules) if t.weighting.name == "fixed" else WeightingEpochHooks()
+    callbacks: list = [weighting, DivergenceGuard()]
     if t.early_stopping is not None:
         es = t.early_stopping
         callbacks.append(keras.callbacks.EarlyStopping(
@@ -164,7 +171,8 @@ def _run(config: Config, data: PreparedData, tasks: dict[str, Task], path: Path,
     t = config.training
     keras.utils.set_random_seed(config.seed)
     try:
-        model = build_model(config.model, tasks, data.numeric, data.categorical, data.train.features)
+        model = build_model(config.model, tasks, data.numeric, data.categorical, data.train.features,
+                            weighting=t.weighting.model_dump())
         steps_per_epoch = math.ceil(len(data.train) / t.batch_size)
         model.compile(optimizer=_optimizer(config, steps_per_epoch), jit_compile=t.jit_compile,
                       steps_per_execution=min(t.steps_per_execution, steps_per_epoch))
