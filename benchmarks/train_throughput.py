@@ -1,0 +1,366 @@
+"""Training throughput: ``MultiTaskModel.train_step`` against plain Keras ``compile(loss=...)`` + ``fit``.
+
+Run (about 2 minutes on 2 idle cores; up to about 3 when other processes compete)::
+
+    cd /work/main && PYTHONPATH=. .venv/bin/python benchmarks/train_throughput.py
+
+Both variants train the same graph (UCI Adult; income: binary, hours_per_week: regression), built
+with the same seed so that their initial weights are identical (checked by a hash), on the same
+cached tf.data batches ``(features, labels, weights)``, with the same optimizer, batch size,
+``steps_per_execution``, loss weights and metric objects (``Task.make_metrics()``):
+
+* ``custom``: mtl's ``MultiTaskModel`` (masked per-task losses, ``task_weights``, masked metrics);
+* ``plain``: ``keras.Model(m.input, m.output)`` compiled with ``binary_crossentropy`` / ``mse`` per
+  output, ``loss_weights``, the task metrics as ``weighted_metrics`` and the weights dict as sample
+  weights. Its ``mse`` is on the raw target (mtl's loss standardises it) and Keras averages over the
+  batch rather than over the labelled rows: the losses differ in scale, not in the work done.
+
+Each (setting, variant) runs in its own spawned worker process, so that its peak RSS is its own.
+All workers build and warm up first (the warm-up epoch, which traces the step, is not timed); then,
+round by round, each setting times one pair of runs (``--epochs`` epochs of one variant, then of the
+other, the order alternating), so that all settings and variants share the same stretches of time.
+A pair during which other processes kept more than ``--max-other-load`` cores busy is set aside and
+retried, after waiting (up to ``--max-wait`` s in all) for that load to pass. Reported per setting
+and variant: samples/s (median over the timed epochs, min-max), samples per CPU-second (steadier
+when the machine is shared), peak RSS (``ru_maxrss``) and RSS before ``fit``; and custom/plain as
+the ratio of the medians, the median of the per-pair ratios, and by CPU time. The masked setting
+keeps income labels on ``--label-fraction`` of the rows (weight 0 on the others) in both variants.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import importlib.metadata
+import json
+import multiprocessing
+import os
+import platform
+import resource
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # inherited by the spawned workers
+
+VARIANTS = ("custom", "plain")
+FEATURES = {
+    "numeric": ["age", "educational_num", "capital_gain", "capital_loss", "fnlwgt"],
+    "categorical": ["workclass", "education", "marital_status", "occupation", "relationship", "race", "gender",
+                    "native_country"],
+}
+TASKS = {
+    "income": {"type": "binary", "column": "income", "positive": ">50K"},
+    "hours_per_week": {"type": "regression", "column": "hours_per_week"},
+}
+PLAIN_LOSSES = {"income": "binary_crossentropy", "hours_per_week": "mse"}
+LOSS_WEIGHTS = {"income": 1.0, "hours_per_week": 0.5}
+SEED = 0
+
+
+@dataclass(frozen=True)
+class Setting:
+    steps_per_execution: int
+    label_fraction: float = 1.0
+
+    @property
+    def name(self) -> str:
+        masked = f", income labels on {self.label_fraction:.0%}" if self.label_fraction < 1 else ""
+        return f"spe={self.steps_per_execution}{masked}"
+
+    @property
+    def slug(self) -> str:
+        masked = f"-labels{round(self.label_fraction * 100)}" if self.label_fraction < 1 else ""
+        return f"spe{self.steps_per_execution}{masked}"
+
+
+# ---------------------------------------------------------------------------------------------- worker
+def build(variant: str, setting: Setting, batch_size: int) -> tuple[Any, Any, int, str]:
+    """``(compiled model, dataset, rows, initial-weights hash)`` for one variant."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from mtl.config import config_from_dict
+    from mtl.data import prepare, read_table
+    from mtl.model import build_model
+    from mtl.tasks import build_tasks
+
+    cfg = config_from_dict({"data": {"dataset": "adult", "features": FEATURES, "split": {"stratify": "income"}},
+                            "tasks": TASKS})
+    frame, source = read_table(dataset="adult")
+    tasks = build_tasks(cfg.tasks)
+    data = prepare(frame, cfg, tasks, source)
+    train = data.train
+
+    weights = {name: np.asarray(w, dtype="float32").copy() for name, w in train.weights.items()}
+    if setting.label_fraction < 1:
+        unlabelled = np.random.default_rng(SEED).random(len(train)) >= setting.label_fraction
+        weights["income"][unlabelled] = 0.0
+    labels = {name: np.asarray(y).reshape(-1, 1) for name, y in train.labels.items()}  # F1Score, R2Score: 2-D
+    dataset = (tf.data.Dataset.from_tensor_slices((dict(train.features), labels, weights))
+               .batch(batch_size).cache().prefetch(2))
+
+    keras.utils.set_random_seed(SEED)
+    mtl_model = build_model(cfg.model, tasks, data.numeric, data.categorical, train.features)
+    plain = keras.Model(mtl_model.input, mtl_model.output, name="plain")  # the same layers, a stock train_step
+    digest = hashlib.sha256(b"".join(np.ascontiguousarray(w).tobytes() for w in plain.get_weights())).hexdigest()
+
+    common = {"optimizer": keras.optimizers.Adam(1e-3), "steps_per_execution": setting.steps_per_execution,
+              "jit_compile": False}
+    if variant == "custom":
+        mtl_model.set_task_weights(LOSS_WEIGHTS)
+        mtl_model.compile(**common)
+        return mtl_model, dataset, len(train), digest
+    plain.compile(loss=PLAIN_LOSSES, loss_weights=LOSS_WEIGHTS,
+                  weighted_metrics={name: tasks[name].make_metrics() for name in TASKS}, **common)
+    return plain, dataset, len(train), digest
+
+
+def epoch_timer() -> Any:
+    """A Keras callback recording each epoch's wall time, ``on_epoch_begin`` to ``on_epoch_end``."""
+    import keras
+
+    class EpochTimer(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.times: list[float] = []
+
+        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            self.times.append(time.perf_counter() - self.start)
+
+    return EpochTimer()
+
+
+def rss_mib() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def worker(conn: Any, variant: str, setting: Setting, batch_size: int, warmup_epochs: int, log_path: str) -> None:
+    """Build and warm up, then answer ``("run", epochs)`` with epoch times until ``("stop",)``."""
+    log = open(log_path, "w")  # TensorFlow's C++ and Python chatter goes here, not into the table
+    os.dup2(log.fileno(), 2)
+    sys.stderr = log
+    try:
+        model, dataset, rows, digest = build(variant, setting, batch_size)
+        setup_rss = rss_mib()
+        model.fit(dataset, epochs=warmup_epochs, verbose=0, shuffle=False)
+        conn.send({"rows": rows, "hash": digest, "setup_rss": setup_rss, "params": model.count_params()})
+        while (command := conn.recv())[0] == "run":
+            timer, cpu = epoch_timer(), time.process_time()
+            model.fit(dataset, epochs=command[1], verbose=0, shuffle=False, callbacks=[timer])
+            conn.send({"times": timer.times, "cpu": time.process_time() - cpu})
+        conn.send({"peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+    except BaseException:
+        traceback.print_exc()
+        log.flush()
+        conn.send({"error": traceback.format_exc()})
+        raise
+
+
+# ---------------------------------------------------------------------------------------------- parent
+def busy_cpu() -> float:
+    """CPU-seconds the machine has spent busy so far (all processes, and time stolen by the hypervisor)."""
+    import psutil
+
+    t = psutil.cpu_times()
+    return sum(getattr(t, field, 0.0) for field in ("user", "nice", "system", "irq", "softirq", "steal"))
+
+
+def wait_for_quiet(limit: float, budget: list[float]) -> float:
+    """Sleep, from the shared ``budget`` of seconds, while other processes keep more than ``limit`` cores
+    busy (the workers are idle meanwhile); return the seconds waited."""
+    waited = 0.0
+    while budget[0] > 0:
+        busy, start = busy_cpu(), time.perf_counter()
+        time.sleep(0.5)
+        wall = time.perf_counter() - start
+        if (busy_cpu() - busy) / wall <= limit:
+            break
+        waited += wall
+        budget[0] -= wall
+    return waited
+
+
+class Worker:
+    def __init__(self, ctx: Any, variant: str, setting: Setting, args: argparse.Namespace) -> None:
+        self.variant = variant
+        self.log_path = os.path.join(args.log_dir, f"{setting.slug}-{variant}.log")
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=worker, daemon=True, args=(
+            child, variant, setting, args.batch_size, args.warmup_epochs, self.log_path))
+        self.process.start()
+
+    def recv(self) -> Any:
+        reply = self.conn.recv()
+        if isinstance(reply, dict) and "error" in reply:
+            raise RuntimeError(f"{self.variant} worker failed (log: {self.log_path}):\n{reply['error']}")
+        return reply
+
+    def run(self, epochs: int) -> dict:
+        """Time ``epochs`` epochs; ``other_load``: cores kept busy meanwhile by anything but this worker."""
+        busy, start = busy_cpu(), time.perf_counter()
+        self.conn.send(("run", epochs))
+        reply = self.recv()
+        reply["other_load"] = max(0.0, (busy_cpu() - busy - reply["cpu"]) / (time.perf_counter() - start))
+        return reply
+
+    def stop(self) -> dict:
+        self.conn.send(("stop",))
+        reply = self.recv()
+        self.process.join(timeout=60)
+        return reply
+
+
+def measure(settings: list[Setting], args: argparse.Namespace) -> dict[str, dict]:
+    """Start one worker per (setting, variant); then, round by round, one alternating pair per setting that
+    still lacks quiet pairs, so that all settings see the same stretches of machine time."""
+    ctx = multiprocessing.get_context("spawn")
+    workers = {(s, v): Worker(ctx, v, s, args) for s in settings for v in VARIANTS}  # build + warm up in parallel
+    state = {s: {"quiet": [], "disturbed": [], "attempts": 0, "waited": 0.0} for s in settings}
+    try:
+        info = {s: {v: workers[s, v].recv() for v in VARIANTS} for s in settings}
+        if any(info[s]["custom"]["hash"] != info[s]["plain"]["hash"] for s in settings):
+            raise RuntimeError("the two variants do not start from the same weights")
+        budget, busy_before = [args.max_wait], False
+        for _ in range(args.repeats + args.retries):
+            for s in settings:
+                st = state[s]
+                if len(st["quiet"]) >= args.repeats:
+                    continue
+                if busy_before:  # the last pair was disturbed: let the other load pass first
+                    st["waited"] += wait_for_quiet(args.max_other_load, budget)
+                order = VARIANTS if st["attempts"] % 2 == 0 else VARIANTS[::-1]
+                pair = {v: workers[s, v].run(args.epochs) for v in order}
+                st["attempts"] += 1
+                busy_before = max(r["other_load"] for r in pair.values()) > args.max_other_load
+                st["disturbed" if busy_before else "quiet"].append(pair)
+        for (s, v), w in workers.items():
+            info[s][v].update(w.stop())
+    finally:
+        for w in workers.values():
+            if w.process.is_alive():
+                w.process.kill()
+    return {s.name: summarise(info[s], state[s], args.repeats) for s in settings}
+
+
+def summarise(info: dict, state: dict, repeats: int) -> dict:
+    """Medians and ratios of one setting from its pairs of runs."""
+    quiet = state["quiet"]
+    disturbed = sorted(state["disturbed"], key=lambda pair: max(r["other_load"] for r in pair.values()))
+    used = quiet + disturbed[: repeats - len(quiet)]  # short of quiet pairs: the least disturbed ones
+    rows = info["custom"]["rows"]
+    for v in VARIANTS:
+        info[v]["samples_per_s"] = [rows / t for pair in used for t in pair[v]["times"]]
+        info[v]["median"] = statistics.median(info[v]["samples_per_s"])
+        # CPU time moves less than wall time when other processes compete for the cores: a secondary measure.
+        info[v]["per_cpu_s"] = statistics.median(rows * len(p[v]["times"]) / p[v]["cpu"] for p in used)
+    info["ratio"] = info["custom"]["median"] / info["plain"]["median"]
+    info["cpu_ratio"] = info["custom"]["per_cpu_s"] / info["plain"]["per_cpu_s"]
+    info["paired_ratio"] = statistics.median(
+        statistics.median(pair["plain"]["times"]) / statistics.median(pair["custom"]["times"]) for pair in used)
+    info["pairs"] = {"quiet": len(quiet), "disturbed": len(disturbed), "disturbed_used": len(used) - len(quiet),
+                     "waited_s": state["waited"]}
+    info["raw"] = {"used": used, "set_aside": disturbed[repeats - len(quiet):]}
+    return info
+
+
+def machine() -> dict[str, str]:
+    cpu = platform.processor() or "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {
+        "cpu": cpu,
+        "cores": f"{os.cpu_count()} logical ({usable} usable)",
+        "python": platform.python_version(),
+        "tensorflow": importlib.metadata.version("tensorflow"),
+        "keras": importlib.metadata.version("keras"),
+        "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--epochs", type=int, default=1, help="timed epochs per run (a pair: one run per variant)")
+    parser.add_argument("--repeats", type=int, default=30, help="pairs of runs, alternating which variant goes first")
+    parser.add_argument("--warmup-epochs", type=int, default=1, help="untimed epochs first (they include tracing)")
+    parser.add_argument("--steps-per-execution", type=int, nargs="+", default=[16, 1],
+                        help="one setting per value; the masked setting uses the first")
+    parser.add_argument("--label-fraction", type=float, default=0.1,
+                        help="masked setting: the fraction of rows keeping their income label (1 to skip it)")
+    parser.add_argument("--max-other-load", type=float, default=0.25,
+                        help="cores other processes may keep busy during a pair before it is set aside")
+    parser.add_argument("--retries", type=int, default=None,
+                        help="extra pairs allowed per setting (default: half of --repeats)")
+    parser.add_argument("--max-wait", type=float, default=60.0,
+                        help="seconds in all to wait before pairs for other processes to go quiet")
+    parser.add_argument("--log-dir", default=None, help="worker logs (default: a new temporary directory)")
+    parser.add_argument("--json", default=None, help="also write the raw results (epoch times, loads, RSS) here")
+    args = parser.parse_args(argv)
+    args.retries = args.repeats // 2 if args.retries is None else args.retries
+    args.log_dir = args.log_dir or tempfile.mkdtemp(prefix="mtl-throughput-")
+    os.makedirs(args.log_dir, exist_ok=True)
+
+    settings = [Setting(n) for n in args.steps_per_execution]
+    if 0 < args.label_fraction < 1:
+        settings.append(Setting(args.steps_per_execution[0], args.label_fraction))
+
+    host = machine()
+    print("Training throughput: mtl MultiTaskModel.train_step vs plain Keras compile(loss=...) + fit")
+    print(f"machine: {host['cpu']}, {host['cores']} cores; Python {host['python']}, TensorFlow "
+          f"{host['tensorflow']}, Keras {host['keras']}; {host['date']}")
+    print(f"UCI Adult training split, batch {args.batch_size}, Adam(1e-3), jit_compile=False; "
+          f"{args.warmup_epochs} warm-up epoch, then {args.repeats} alternating pairs of {args.epochs}-epoch runs; "
+          f"worker logs: {args.log_dir}\n", flush=True)
+
+    start = time.perf_counter()
+    by_name = measure(settings, args)
+    for setting in settings:
+        res, p = by_name[setting.name], by_name[setting.name]["pairs"]
+        print(f"  {setting.name}: custom {res['custom']['median']:,.0f}/s, plain {res['plain']['median']:,.0f}/s, "
+              f"ratio {res['ratio']:.3f} (paired {res['paired_ratio']:.3f}, CPU time {res['cpu_ratio']:.3f}); "
+              f"{res['custom']['rows']:,} rows, {res['custom']['params']:,} params, identical initial weights; "
+              f"{p['quiet']} quiet pairs, {p['disturbed']} disturbed by other processes"
+              + (f" ({p['disturbed_used']} used)" if p["disturbed_used"] else "")
+              + (f"; waited {p['waited_s']:.0f} s for quiet" if p["waited_s"] else ""))
+
+    print("\n| setting | variant | samples/s (median) | min–max | samples/CPU-s | peak RSS MiB | RSS before fit MiB "
+          "| custom/plain (paired) | by CPU time |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for setting in settings:
+        res = by_name[setting.name]
+        for v in VARIANTS:
+            r = res[v]
+            ratio = (f"**{res['ratio']:.3f}** ({res['paired_ratio']:.3f}) | {res['cpu_ratio']:.3f}" if v == "custom"
+                     else " | ")
+            print(f"| {setting.name} | {v} | {r['median']:,.0f} | {min(r['samples_per_s']):,.0f}–"
+                  f"{max(r['samples_per_s']):,.0f} | {r['per_cpu_s']:,.0f} | {r['peak_rss']:,.0f} "
+                  f"| {r['setup_rss']:,.0f} | {ratio} |")
+    for setting in settings:
+        res, base = by_name[setting.name], by_name.get(Setting(setting.steps_per_execution).name)
+        if setting.label_fraction < 1 and base:
+            print(f"\nmasked / fully labelled, spe={setting.steps_per_execution}: "
+                  + ", ".join(f"{v} {res[v]['median'] / base[v]['median']:.3f}" for v in VARIANTS))
+    print(f"\ntotal {time.perf_counter() - start:.0f} s")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"machine": host, "args": vars(args), "results": by_name}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
