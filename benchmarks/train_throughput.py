@@ -2,7 +2,7 @@
 
 Run (about 2 minutes on 2 idle cores; up to about 3 when other processes compete)::
 
-    cd /work/main && PYTHONPATH=. .venv/bin/python benchmarks/train_throughput.py
+    .venv/bin/python benchmarks/train_throughput.py
 
 Both variants train the same graph (UCI Adult; income: binary, hours_per_week: regression), built
 with the same seed so that their initial weights are identical (checked by a hash), on the same
