@@ -150,18 +150,19 @@ TaskConfig = Annotated[
 
 
 # ----------------------------------------------------------------------------- model
+def _positive_units(units: list[int]) -> list[int]:
+    if any(u <= 0 for u in units):
+        raise ValueError("layer widths must be positive integers")
+    return units
+
+
 class DenseStack(_Strict):
     units: list[int] = Field(default_factory=lambda: [64])
     activation: str = "relu"
     dropout: float = Field(0.0, ge=0, lt=1)
     norm: Literal["none", "batch", "layer"] = "none"
 
-    @field_validator("units")
-    @classmethod
-    def _positive(cls, v: list[int]) -> list[int]:
-        if any(u <= 0 for u in v):
-            raise ValueError("units must be positive integers")
-        return v
+    _check_units = field_validator("units")(_positive_units)
 
 
 class TrunkConfig(DenseStack):
@@ -173,12 +174,7 @@ class TrunkConfig(DenseStack):
     shared_experts: int = Field(2, ge=1, description="ple: shared experts per level")
     task_experts: int = Field(1, ge=1, description="ple: experts per task per level")
 
-    @field_validator("expert_units")
-    @classmethod
-    def _positive_experts(cls, v: list[int]) -> list[int]:
-        if any(u <= 0 for u in v):
-            raise ValueError("expert_units must be positive integers")
-        return v
+    _check_expert_units = field_validator("expert_units")(_positive_units)
 
 
 class ModelConfig(_Strict):
@@ -320,7 +316,6 @@ class Config(_Strict):
             if smote.task not in classifiers:
                 raise ValueError(_ref_message("training.smote.task", smote.task, classifiers, "a classification task"))
         return self
-
 
     def _check_weighting(self) -> None:
         name = self.training.weighting.name

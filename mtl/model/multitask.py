@@ -24,12 +24,12 @@ def masked_mean(per_example: Any, weight: Any) -> tuple[Any, Any]:
     gradients (what Keras does) gives the gradient of the global masked mean.
     """
     weight = keras.ops.cast(weight, per_example.dtype)
-    labelled = keras.ops.cast(weight > 0, per_example.dtype)
-    count = keras.ops.sum(labelled)
+    labelled = weight > 0
+    count = keras.ops.sum(keras.ops.cast(labelled, per_example.dtype))
     context = tf.distribute.get_replica_context()
     if context is not None and context.num_replicas_in_sync > 1:
         count = context.all_reduce(tf.distribute.ReduceOp.SUM, count)
-    total = keras.ops.sum(keras.ops.where(labelled > 0, per_example * weight, 0.0))
+    total = keras.ops.sum(keras.ops.where(labelled, per_example * weight, 0.0))
     return total / keras.ops.maximum(count, 1.0), count
 
 

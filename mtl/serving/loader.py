@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from mtl.errors import MtlError
+from mtl.export.savedmodel import METADATA_FILE
 
-METADATA_FILE = "mtl_metadata.json"
 SIGNATURE = "serving_default"
 
 

@@ -86,10 +86,11 @@ def _prepare(config: Config) -> tuple[PreparedData, dict[str, Task]]:
     data = prepare(frame, config, tasks, source)
     _check_monitors(config, tasks, has_val=len(data.val) > 0)
     export = config.output.export
-    if export is not None and export.version is not None and (Path(export.base_path) / export.name /
-                                                              str(export.version)).exists():
-        raise MtlError(f"{Path(export.base_path) / export.name / str(export.version)} already exists; leave "
-                       "version out to export the next one", where="output.export.version")
+    if export is not None and export.version is not None:
+        target = Path(export.base_path) / export.name / str(export.version)
+        if target.exists():
+            raise MtlError(f"{target} already exists; leave version out to export the next one",
+                           where="output.export.version")
     if config.training.jit_compile and data.categorical:
         raise MtlError("XLA cannot compile the in-graph string lookups of categorical features; "
                        "set it to false", where="training.jit_compile")
