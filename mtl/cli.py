@@ -1,4 +1,4 @@
-"""The ``mtl`` command line: ``mtl train``, ``eda``, ``export``, ``predict`` and ``serve``.
+"""The ``mtl`` command line: ``mtl train``, ``eda``, ``export``, ``predict``, ``serve`` and ``embed``.
 
 Bad input ends with one line ``error: <what and where>`` on stderr and exit code 2, no traceback.
 """
@@ -46,8 +46,18 @@ def _parser() -> argparse.ArgumentParser:
     rows = predict.add_mutually_exclusive_group(required=True)
     rows.add_argument("--input", help="rows to predict: .csv or .jsonl (one raw feature per column)")
     rows.add_argument("--row", help="one row as a JSON object, e.g. '{\"age\": 39, ...}'")
+    rows.add_argument("--text", help="one text, for a model whose only input is a text column")
     predict.add_argument("--output", help="write the predictions to this CSV (default: print them)")
     predict.add_argument("--task", help="only this task's columns")
+
+    embed = commands.add_parser("embed", help="L2-normalised sentence embeddings from a backbone or a run")
+    embed.add_argument("--model", help="a run directory, a backbone preset or directory (default: all-MiniLM-L6-v2)")
+    texts = embed.add_mutually_exclusive_group(required=True)
+    texts.add_argument("--text", help="one text; its vector is printed as JSON unless --output is given")
+    texts.add_argument("--input", help="a text file, one sentence per line")
+    embed.add_argument("--output", help="write the vectors to this .npy file ([lines, hidden], float32)")
+    embed.add_argument("--batch-size", type=int, default=32)
+    embed.add_argument("--max-length", type=int, default=256, help="word pieces per text for a backbone (256)")
 
     serve = commands.add_parser("serve", help="serve exports over TF Serving's REST API")
     serve.add_argument("--model_base_path", required=True, help="export base folder of one model (BASE/NAME)")
@@ -71,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="mtl: %(message)s", stream=sys.stderr)
     _quiet_tensorflow()
     try:
-        handlers = {"train": _train, "eda": _eda, "export": _export, "predict": _predict, "serve": _serve}
+        handlers = {"train": _train, "eda": _eda, "export": _export, "predict": _predict, "serve": _serve,
+                    "embed": _embed}
         return handlers[args.command](args)
     except MtlError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -129,6 +140,40 @@ def _predict(args: argparse.Namespace) -> int:
         with tempfile.TemporaryDirectory(prefix="mtl-predict-") as tmp:
             return predict_command(export_run(model, tmp, "run"), args)
     return predict_command(model, args)
+
+
+def _embed(args: argparse.Namespace) -> int:
+    import json
+
+    import numpy as np
+
+    from mtl.model.embed import SentenceEmbedder
+
+    if args.input is not None:
+        path = Path(args.input)
+        if not path.is_file():
+            raise MtlError("no such file", where=f"--input {path}")
+        texts = path.read_text(encoding="utf-8").splitlines()
+        if not texts:
+            raise MtlError("holds no lines", where=f"--input {path}")
+        if args.output is None:
+            raise MtlError("--input needs --output (a .npy file for the vectors)", where="--output")
+    else:
+        texts = [args.text]
+    if args.output is not None and not args.output.endswith(".npy"):
+        raise MtlError(f"{args.output!r} must end in .npy", where="--output")
+    if args.batch_size < 1 or args.max_length < 8:
+        raise MtlError("--batch-size must be >= 1 and --max-length >= 8", where="mtl embed")
+    vectors = SentenceEmbedder.load(args.model, args.max_length, args.batch_size).embed(texts)
+    if args.output is None:
+        print(json.dumps([round(float(v), 7) for v in vectors[0]]))
+        return 0
+    out = Path(args.output)
+    tmp = out.with_name(f".{out.stem}.tmp.npy")
+    np.save(tmp, vectors)
+    os.replace(tmp, out)
+    print(f"embeddings: {out} ({vectors.shape[0]} x {vectors.shape[1]})", file=sys.stderr)
+    return 0
 
 
 def _serve(args: argparse.Namespace) -> int:

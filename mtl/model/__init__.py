@@ -2,5 +2,6 @@
 
 from mtl.model.build import build_model
 from mtl.model.multitask import MultiTaskModel, masked_mean
+from mtl.model.text import TextEncoder
 
-__all__ = ["MultiTaskModel", "build_model", "masked_mean"]
+__all__ = ["MultiTaskModel", "TextEncoder", "build_model", "masked_mean"]

@@ -108,6 +108,8 @@ class LoadedModel:
                 table[name] = values[:, 0]
                 table[f"{name}_label"] = np.where(values[:, 0] >= info["threshold"], info["classes"][1],
                                                   info["classes"][0])
+            elif info["type"] == "tagging":
+                table[name] = [[t.decode() for t in row if t] for row in raw[f"{name}_tags"]]
             elif info["type"] == "multiclass":
                 for i, cls in enumerate(info["classes"]):
                     table[f"{name}_{cls}"] = values[:, i]
@@ -148,6 +150,8 @@ def load(path: str | Path, version: int | None = None) -> LoadedModel:
     folder = resolve_version(path, version)
     meta_path = folder / "assets" / METADATA_FILE
     metadata = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    if metadata.get("features", {}).get("text"):
+        import tensorflow_text  # noqa: F401  registers the TF Text ops of the in-graph tokenizer
     try:
         loaded = tf.saved_model.load(str(folder), tags=["serve"])
     except Exception as exc:  # a corrupt or foreign SavedModel
@@ -158,7 +162,7 @@ def load(path: str | Path, version: int | None = None) -> LoadedModel:
     specs = signature.structured_input_signature[1]
     inputs = {name: ("string" if spec.dtype == tf.string else "float") for name, spec in sorted(specs.items())}
     ordered = metadata.get("features", {})
-    order = list(ordered.get("numeric", [])) + list(ordered.get("categorical", {}))
+    order = list(ordered.get("numeric", [])) + list(ordered.get("categorical", {})) + list(ordered.get("text", []))
     if sorted(order) == sorted(inputs):
         inputs = {name: inputs[name] for name in order}
     return LoadedModel(folder, int(folder.name) if folder.name.isdigit() else 0, metadata, signature, inputs,

@@ -44,10 +44,32 @@ def read_rows(input_path: str | None, row: str | None) -> tuple[Any, str]:
 
 
 def predict_command(model_path: str | Path, args: argparse.Namespace) -> int:
-    """Predict and print (or write, atomically) one column per task output."""
+    """Predict and print (or write, atomically) one column per task output.
+
+    Printed word tags of one tagging task (``--task ner``) read ``Task: ner / Input: ... / NER Output: [...]``."""
+    import pandas as pd
+
     model = load(model_path)
-    frame, where = read_rows(args.input, args.row)
+    if getattr(args, "text", None) is not None:
+        text = model.metadata.get("features", {}).get("text") or []
+        if not text:
+            raise MtlError("this model takes no text input; use --row or --input", where="--text")
+        others = [c for c in model.inputs if c != text[0]]
+        if others:
+            raise MtlError(f"the model also takes {others}; give every input with --row or --input", where="--text")
+        frame, where = pd.DataFrame({text[0]: [args.text]}), "--text"
+    else:
+        frame, where = read_rows(args.input, args.row)
     table = model.predict_frame(frame, where=where, task=args.task)
+    tagging = args.task is not None and model.tasks[args.task]["type"] == "tagging"
+    if tagging and not args.output:
+        text_column = (model.metadata.get("features", {}).get("text") or [None])[0]
+        for i, tags in enumerate(table[args.task]):
+            shown = frame[text_column].iloc[i] if text_column in frame else ""
+            print(f"Task: {args.task}\nInput: {shown}\n{args.task.upper()} Output: {tags}\n")
+        return 0
+    if any(info["type"] == "tagging" for info in model.tasks.values()):
+        table = table.map(lambda v: json.dumps(v) if isinstance(v, list) else v)
     if args.output:
         out = Path(args.output)
         tmp = out.with_name(f".{out.name}.tmp")

@@ -6,17 +6,20 @@ from typing import Any
 
 from mtl.tasks.base import Task
 from mtl.tasks.binary import BinaryTask
+from mtl.tasks.hierarchy import decode_hierarchy
 from mtl.tasks.multiclass import MulticlassTask
 from mtl.tasks.regression import RegressionTask
+from mtl.tasks.tagging import TaggingTask
 
 TASK_TYPES: dict[str, type[Task]] = {
     BinaryTask.type: BinaryTask,
     MulticlassTask.type: MulticlassTask,
     RegressionTask.type: RegressionTask,
+    TaggingTask.type: TaggingTask,
 }
 
-__all__ = ["TASK_TYPES", "Task", "BinaryTask", "MulticlassTask", "RegressionTask", "build_tasks",
-           "task_from_config"]
+__all__ = ["TASK_TYPES", "Task", "BinaryTask", "MulticlassTask", "RegressionTask", "TaggingTask", "build_tasks",
+           "task_from_config", "decode_hierarchy"]
 
 
 def build_tasks(task_configs: dict[str, Any]) -> dict[str, Task]:

@@ -9,6 +9,7 @@ Keras metrics. ``get_config`` / ``from_config`` carry the fitted state into save
 from __future__ import annotations
 
 import difflib
+import logging
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -20,6 +21,8 @@ from mtl.data.labels import data_row, label_text, missing_mask
 from mtl.errors import MtlError
 from mtl.layers import dense_stack
 
+log = logging.getLogger("mtl")
+
 MetricFactory = Callable[["Task"], keras.metrics.Metric]
 
 
@@ -27,6 +30,7 @@ class Task:
     """Base class: subclasses set ``type``, ``losses``, ``metric_factories`` and the hooks below."""
 
     type: ClassVar[str]
+    level: ClassVar[str] = "row"  # "row": one output per row; "word": one per word of the text (tagging)
     default_loss: ClassVar[str]
     losses: ClassVar[tuple[str, ...]]
     default_metrics: ClassVar[tuple[str, ...]]
@@ -47,7 +51,7 @@ class Task:
         self.trainable = trainable
         self._check_choice("loss", "loss", self.loss["name"], self.losses)
         for metric in self.metrics:
-            self._check_choice("metrics", "metric", metric, tuple(self.metric_factories))
+            self._check_choice("metrics", "metric", metric, self.metric_names())
 
     # ------------------------------------------------------------------ data side
     def fit(self, labels: pd.Series) -> Task:
@@ -76,8 +80,17 @@ class Task:
         """The loss of each row, shape ``(batch,)``; the model masks and averages it."""
         raise NotImplementedError
 
+    @classmethod
+    def metric_names(cls) -> tuple[str, ...]:
+        """Every metric the task can report; by default those it also logs while training."""
+        return tuple(cls.metric_factories)
+
+    def logged_metrics(self) -> list[str]:
+        """The chosen metrics that training logs each epoch (the others are computed only at evaluation)."""
+        return [m for m in self.metrics if m in self.metric_factories]
+
     def make_metrics(self) -> list[keras.metrics.Metric]:
-        return [self.metric_factories[m](self) for m in self.metrics]
+        return [self.metric_factories[m](self) for m in self.logged_metrics()]
 
     def update_metrics(self, metrics: list, y_true: Any, y_pred: Any, weight: Any) -> None:
         """Update masked metrics: rows with ``weight == 0`` count for nothing."""
@@ -137,23 +150,29 @@ class ClassificationTask(Task):
 
     classes_: list[str]
 
-    def __init__(self, *args: Any, class_weight: str | dict | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, class_weight: str | dict | None = None, unseen_labels: str = "error",
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.class_weight = class_weight
+        self.unseen_labels = unseen_labels
 
     def _encode_classes(self, labels: pd.Series) -> tuple[np.ndarray, np.ndarray]:
         present = ~missing_mask(labels)
         texts = labels[present].map(label_text)
         codes = self._codes(texts)
         unknown = codes.isna().to_numpy()
-        if unknown.any():
+        if unknown.any() and self.unseen_labels == "error":
             first = int(np.flatnonzero(unknown)[0])
             raise self._error(
                 f"{data_row(texts.index[first])}: label {texts.iloc[first]!r} is not one of "
                 f"the training classes {self.classes_}"
             )
+        if unknown.any():
+            log.info("%s: %d label(s) not seen in training are left unlabelled (unseen_labels: ignore)",
+                     self.name, int(unknown.sum()))
+            present[np.flatnonzero(present)[unknown]] = False
         y = np.zeros(len(labels), dtype="int32")
-        y[present] = codes.to_numpy(dtype="int32")
+        y[present] = codes.to_numpy()[~unknown].astype("int32")
         return y, present
 
     def _codes(self, texts: pd.Series) -> pd.Series:
@@ -183,4 +202,5 @@ class ClassificationTask(Task):
         return np.array([table.get(c, 1.0) for c in y], dtype="float32")
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "class_weight": self.class_weight, "classes_": list(self.classes_)}
+        return {**super().get_config(), "class_weight": self.class_weight, "unseen_labels": self.unseen_labels,
+                "classes_": list(self.classes_)}

@@ -21,7 +21,11 @@ def _sort_key(text: str) -> tuple:
 
 
 class MulticlassTask(ClassificationTask):
-    """Predicts ``[batch, K]`` probabilities over ``classes_`` (sorted, numerically when numbers)."""
+    """Predicts ``[batch, K]`` probabilities over ``classes_`` (sorted, numerically when numbers).
+
+    With ``parent`` (another multiclass task) the head also takes the parent's output, and ``parent_of_``
+    (learned from the training rows, see ``mtl.tasks.hierarchy``) gives each class its parent class.
+    """
 
     type = "multiclass"
     default_loss = "sparse_categorical_crossentropy"
@@ -31,6 +35,23 @@ class MulticlassTask(ClassificationTask):
         "accuracy": lambda t: keras.metrics.SparseCategoricalAccuracy(name=f"{t.name}_accuracy"),
         "macro_f1": lambda t: keras.metrics.F1Score(average="macro", name=f"{t.name}_macro_f1"),
     }
+
+    def __init__(self, *args: Any, parent: str | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.parent = parent
+
+    def fit_tree(self, tree: dict[str, str], parent_classes: list[str]) -> MulticlassTask:
+        """Learn the label tree: ``tree`` maps each of this task's classes to its parent's class."""
+        self.parent_of_ = [tree[c] for c in self.classes_]
+        self.parent_classes_ = list(parent_classes)
+        return self
+
+    def tree_matrix(self) -> np.ndarray:
+        """``[parent classes, classes]``: 1 where a class sits under a parent class."""
+        matrix = np.zeros((len(self.parent_classes_), len(self.classes_)), dtype="float32")
+        for j, parent in enumerate(self.parent_of_):
+            matrix[self.parent_classes_.index(parent), j] = 1.0
+        return matrix
 
     def fit(self, labels: pd.Series) -> MulticlassTask:
         seen = set(labels[~missing_mask(labels)].map(label_text))
@@ -70,3 +91,9 @@ class MulticlassTask(ClassificationTask):
             ),
         }
         return {m: float(table[m]()) for m in self.metrics}
+
+    def get_config(self) -> dict:
+        config = {**super().get_config(), "parent": self.parent}
+        if self.parent is not None and hasattr(self, "parent_of_"):
+            config |= {"parent_of_": list(self.parent_of_), "parent_classes_": list(self.parent_classes_)}
+        return config

@@ -26,7 +26,7 @@ from mtl.errors import MtlError
 from mtl.evaluation import evaluate_split, predict
 from mtl.evaluation import plots as run_plots
 from mtl.model import MultiTaskModel, build_model
-from mtl.tasks import Task, build_tasks
+from mtl.tasks import Task, build_tasks, decode_hierarchy
 from mtl.training.batches import to_dataset
 from mtl.training.callbacks import (
     DivergenceGuard,
@@ -99,7 +99,7 @@ def _prepare(config: Config) -> tuple[PreparedData, dict[str, Task]]:
 
 def log_keys(tasks: dict[str, Task], validation: bool = True) -> list[str]:
     """The metric names a run logs each epoch (what ``monitor`` keys may name)."""
-    keys = ["loss"] + [f"{n}_loss" for n in tasks] + [f"{n}_{m}" for n, t in tasks.items() for m in t.metrics]
+    keys = ["loss"] + [f"{n}_loss" for n in tasks] + [f"{n}_{m}" for n, t in tasks.items() for m in t.logged_metrics()]
     return keys + ([f"val_{k}" for k in keys] if validation else [])
 
 
@@ -171,9 +171,13 @@ def _callbacks(config: Config, tasks: dict[str, Task], path: Path, has_val: bool
 def _run(config: Config, data: PreparedData, tasks: dict[str, Task], path: Path, resume: bool) -> RunResult:
     t = config.training
     keras.utils.set_random_seed(config.seed)
+    policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(t.mixed_precision)
     try:
+        window = config.data.window
         model = build_model(config.model, tasks, data.numeric, data.categorical, data.train.features,
-                            weighting=t.weighting.model_dump())
+                            weighting=t.weighting.model_dump(), text=data.text, max_length=config.data.max_length,
+                            stride=window.stride if window else None)
         steps_per_epoch = math.ceil(len(data.train) / t.batch_size)
         model.compile(optimizer=_optimizer(config, steps_per_epoch), jit_compile=t.jit_compile,
                       steps_per_execution=min(t.steps_per_execution, steps_per_epoch))
@@ -190,7 +194,8 @@ def _run(config: Config, data: PreparedData, tasks: dict[str, Task], path: Path,
             log.info("resuming %s after epoch %d of %d", path, initial_epoch, t.epochs)
         if initial_epoch < t.epochs:
             model.fit(
-                to_dataset(data.train, t.batch_size, shuffle=True, seed=config.seed),
+                to_dataset(data.train, t.batch_size, shuffle=True, seed=config.seed,
+                           bucket_by=data.text if t.bucket_by_length else None),
                 validation_data=to_dataset(data.val, t.batch_size) if has_val else None,
                 epochs=t.epochs, initial_epoch=initial_epoch, callbacks=callbacks, verbose=t.verbose,
                 shuffle=False)  # the dataset reshuffles itself each epoch
@@ -202,8 +207,9 @@ def _run(config: Config, data: PreparedData, tasks: dict[str, Task], path: Path,
         metrics, test_predictions = {}, {}
         for split_name in ("val", "test"):
             split = getattr(data, split_name)
-            predictions = predict(model, split)
+            predictions = predict(model, split, batch_size=t.batch_size if data.text else 1024)
             metrics[split_name] = evaluate_split(tasks, split, predictions)
+            predictions = {k: keras.ops.convert_to_numpy(v) for k, v in decode_hierarchy(tasks, predictions).items()}
             if split_name == "test":
                 test_predictions = predictions
         plot_dir = path / "plots"
@@ -222,6 +228,8 @@ def _run(config: Config, data: PreparedData, tasks: dict[str, Task], path: Path,
         log.error("run failed (%s); no metrics.json written; checkpoints kept in %s", type(exc).__name__,
                   path / "checkpoints")
         raise
+    finally:
+        keras.config.set_dtype_policy(policy)
     log.info("run finished: %s", path)
     return RunResult(path, metrics, history, model, tasks, data)
 

@@ -1,0 +1,142 @@
+"""``TextEncoder``: raw strings in, a pooled sentence vector and one vector per word out.
+
+The tokenizer runs inside the graph, so the model (and its SavedModel) takes raw text. A text is split
+on white space into words (the same split as ``mtl.data.text.split_words``), each word into word pieces,
+and the pieces are cut into windows of ``max_length`` tokens (``[CLS] ... [SEP]``). With ``stride`` unset a
+text is truncated to its first window; with ``stride`` set, windows start every ``stride`` pieces until the
+text is covered, so a long document is read whole. Every batch is trimmed to its longest window, never
+padded to ``max_length``.
+
+- ``pooled`` [batch, hidden]: per window the mean over its tokens, ``[CLS]`` and ``[SEP]`` included (what
+  sentence-transformers computes) or the ``[CLS]`` vector; a document averages its windows.
+- ``words`` [batch, words, hidden]: each word's first word piece (averaged over the windows that hold it),
+  so a tagging head labels words, never pieces. ``word_mask`` is 0 for padding and for words that no window
+  reached.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+
+@keras.saving.register_keras_serializable("mtl")
+class TextEncoder(keras.layers.Layer):
+    """A keras-hub backbone and its tokenizer behind one raw-string input."""
+
+    def __init__(self, backbone: Any, tokenizer: Any, max_length: int = 256, stride: int | None = None,
+                 pooling: str = "mean", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if isinstance(backbone, dict) or isinstance(tokenizer, dict):
+            import keras_hub  # noqa: F401  registers the backbone and tokenizer classes for deserialisation
+        if isinstance(backbone, dict):
+            backbone = keras.saving.deserialize_keras_object(backbone)
+        if isinstance(tokenizer, dict):
+            tokenizer = keras.saving.deserialize_keras_object(tokenizer)
+        self.backbone = backbone
+        self.tokenizer = tokenizer
+        self.max_length = int(max_length)
+        self.stride = None if stride is None else int(stride)
+        self.pooling = pooling
+        self.hidden_dim = int(backbone.hidden_dim)
+        self._backbone_inputs = set(backbone.input) if isinstance(backbone.input, dict) else {"token_ids"}
+        # keras-hub tokenizers run in Python (and return lists) when called eagerly; inside a tf.function they
+        # run as TF Text ops and return ragged tensors, which is what the graph needs.
+        self._tokenize = tf.function(tokenizer.tokenize, autograph=False)
+
+    def build(self, input_shape: Any = None) -> None:
+        self.built = True  # the backbone comes built (from a preset or its config)
+
+    # ------------------------------------------------------------------ tokens and windows
+    def _pieces(self, text: Any) -> tuple[Any, Any]:
+        """``(words [B, W] ragged, pieces [N words, P] ragged)``."""
+        words = tf.strings.split(tf.reshape(text, [-1]))
+        pieces = self._tokenize(words.flat_values)
+        if not isinstance(pieces, tf.RaggedTensor):
+            pieces = tf.RaggedTensor.from_tensor(pieces)
+        return words, tf.cast(pieces, tf.int32)
+
+    def _windows(self, words: Any, pieces: Any) -> dict[str, Any]:
+        content = self.max_length - 2
+        piece_counts = pieces.row_lengths()  # per word
+        doc_lengths = tf.reduce_sum(tf.RaggedTensor.from_row_splits(piece_counts, words.row_splits), axis=1)
+        batch = tf.shape(doc_lengths, out_type=tf.int64)[0]
+        doc_start = tf.cumsum(doc_lengths, exclusive=True)
+        if self.stride is None:
+            n_windows = tf.ones_like(doc_lengths)
+        else:
+            extra = tf.maximum(doc_lengths - content, 0)
+            n_windows = 1 + (extra + self.stride - 1) // self.stride
+        window_doc = tf.repeat(tf.range(batch), n_windows)
+        step = content if self.stride is None else self.stride
+        window_start = tf.ragged.range(n_windows).flat_values * step
+        window_len = tf.clip_by_value(tf.gather(doc_lengths, window_doc) - window_start, 0, content)
+        positions = tf.ragged.range(window_len)  # within the window
+        global_index = positions + tf.expand_dims(tf.gather(doc_start, window_doc) + window_start, 1)
+        tokens = tf.gather(pieces.flat_values, global_index)
+        n = tf.shape(window_len, out_type=tf.int64)[0]
+        cls = tf.fill([n, 1], tf.cast(self.tokenizer.cls_token_id, tf.int32))
+        sep = tf.fill([n, 1], tf.cast(self.tokenizer.sep_token_id, tf.int32))
+        tokens = tf.concat([cls, tokens, sep], axis=1)
+        return {
+            "token_ids": tokens.to_tensor(default_value=self.tokenizer.pad_token_id),
+            "padding_mask": tf.ones_like(tokens).to_tensor(0),
+            "window_doc": window_doc,
+            "global_index": global_index,
+            "batch": batch,
+            "piece_counts": piece_counts,
+            "total_pieces": tf.reduce_sum(doc_lengths),
+        }
+
+    # ------------------------------------------------------------------ forward
+    def call(self, text: Any, training: bool = False) -> tuple[Any, Any, Any]:
+        words, pieces = self._pieces(text)
+        w = self._windows(words, pieces)
+        inputs = {"token_ids": w["token_ids"], "padding_mask": w["padding_mask"]}
+        if "segment_ids" in self._backbone_inputs:
+            inputs["segment_ids"] = tf.zeros_like(w["token_ids"])
+        out = self.backbone(inputs, training=training)
+        sequence = out["sequence_output"] if isinstance(out, dict) else out
+        sequence = tf.cast(sequence, "float32")
+        mask = tf.cast(w["padding_mask"], "float32")[:, :, None]
+        if self.pooling == "cls":
+            window_vectors = sequence[:, 0]
+        else:
+            window_vectors = tf.reduce_sum(sequence * mask, axis=1) / tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)
+        batch = w["batch"]
+        pooled = tf.math.unsorted_segment_mean(window_vectors, w["window_doc"], batch)
+
+        # Word states: every piece a window holds, averaged over windows, then each word's first piece.
+        index = w["global_index"]
+        piece_states = tf.RaggedTensor.from_tensor(sequence[:, 1:], lengths=index.row_lengths()).flat_values
+        total = w["total_pieces"]
+        states = tf.math.unsorted_segment_mean(piece_states, index.flat_values, total)
+        covered = tf.math.unsorted_segment_sum(tf.ones_like(index.flat_values, tf.float32), index.flat_values,
+                                               total) > 0
+        counts = w["piece_counts"]
+        first = tf.cumsum(counts, exclusive=True)
+        safe_first = tf.minimum(first, tf.maximum(total - 1, 0))  # a word with no pieces points anywhere valid
+        valid = (counts > 0) & tf.gather(covered, safe_first)
+        word_states = tf.where(valid[:, None], tf.gather(states, safe_first), 0.0)
+        word_states = tf.RaggedTensor.from_row_splits(word_states, words.row_splits).to_tensor(0.0)
+        word_mask = tf.RaggedTensor.from_row_splits(tf.cast(valid, "float32"), words.row_splits).to_tensor(0.0)
+        return pooled, word_states, word_mask
+
+    def compute_output_spec(self, text: Any, training: bool = False) -> tuple[Any, Any, Any]:
+        return (
+            keras.KerasTensor((None, self.hidden_dim), dtype="float32"),
+            keras.KerasTensor((None, None, self.hidden_dim), dtype="float32"),
+            keras.KerasTensor((None, None), dtype="float32"),
+        )
+
+    def get_config(self) -> dict:
+        return {
+            **super().get_config(),
+            "backbone": keras.saving.serialize_keras_object(self.backbone),
+            "tokenizer": keras.saving.serialize_keras_object(self.tokenizer),
+            "max_length": self.max_length,
+            "stride": self.stride,
+            "pooling": self.pooling,
+        }
