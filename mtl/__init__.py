@@ -18,8 +18,9 @@ from mtl.errors import MtlError
 
 if TYPE_CHECKING:
     from mtl.training import RunResult
+    from mtl.tuning import TuneResult
 
-__all__ = ["Config", "MtlError", "RunResult", "load_config", "load_model", "resume", "train"]
+__all__ = ["Config", "MtlError", "RunResult", "TuneResult", "load_config", "load_model", "resume", "train", "tune"]
 __version__ = "0.1.0"
 
 
@@ -37,6 +38,14 @@ def resume(run_dir: str) -> RunResult:
     return _resume(run_dir)
 
 
+def tune(config: Config | dict | str, trials: int, out_dir: str | None = None,
+         overrides: list[str] | None = None) -> TuneResult:
+    """Search the config's ``tune.space`` with Optuna, one training run per trial; see ``mtl.tuning``."""
+    from mtl.tuning import tune as _tune
+
+    return _tune(config, trials, out_dir, overrides)
+
+
 def load_model(path: str) -> Any:
     """Load a run's ``model.keras`` (a ``MultiTaskModel`` with its fitted tasks)."""
     import keras
@@ -51,4 +60,8 @@ def __getattr__(name: str) -> Any:
         from mtl.training import RunResult
 
         return RunResult
+    if name == "TuneResult":
+        from mtl.tuning import TuneResult
+
+        return TuneResult
     raise AttributeError(name)

@@ -1,4 +1,4 @@
-"""The ``mtl`` command line: ``mtl train``, ``eda``, ``export``, ``predict``, ``serve`` and ``embed``.
+"""The ``mtl`` command line: ``mtl train``, ``tune``, ``eda``, ``export``, ``predict``, ``serve`` and ``embed``.
 
 Bad input ends with one line ``error: <what and where>`` on stderr and exit code 2, no traceback.
 """
@@ -28,6 +28,13 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config key, e.g. --set training.epochs=5 (repeatable)")
     train.add_argument("--run-dir", help="where the run is written (default: output.run_dir or runs/run-<time>)")
+
+    tune = commands.add_parser("tune", help="search the config's tune.space with Optuna, one run per trial")
+    tune.add_argument("--config", required=True, help="YAML config file with a tune section")
+    tune.add_argument("--trials", type=int, required=True,
+                      help="trials in the study in all; a re-run continues it and runs only the missing ones")
+    tune.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    tune.add_argument("--out", help="tune directory (default: runs/tune-<config name>)")
 
     eda = commands.add_parser("eda", help="write an exploratory report of the data and the targets")
     eda.add_argument("--config", required=True, help="YAML config file")
@@ -81,8 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="mtl: %(message)s", stream=sys.stderr)
     _quiet_tensorflow()
     try:
-        handlers = {"train": _train, "eda": _eda, "export": _export, "predict": _predict, "serve": _serve,
-                    "embed": _embed}
+        handlers = {"train": _train, "tune": _tune, "eda": _eda, "export": _export, "predict": _predict,
+                    "serve": _serve, "embed": _embed}
         return handlers[args.command](args)
     except MtlError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -107,6 +114,20 @@ def _train(args: argparse.Namespace) -> int:
         for task, scores in result.metrics[split].items():
             shown = ", ".join(f"{k} {v:.4f}" for k, v in scores.items() if k != "n")
             print(f"{split:>4} {task}: {shown} (n={scores['n']})")
+    return 0
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from mtl.tuning import BEST_CONFIG_FILE, TRIALS_FILE, tune
+
+    result = tune(args.config, args.trials, args.out, args.set)
+    print(f"tune directory: {result.out_dir}: {result.trials} trials ({result.new_trials} new), "
+          f"{result.failed} failed")
+    print(f"best: trial {result.best_trial}, {result.objective} {result.best_value:.4f} ({result.best_run_dir})")
+    for key, value in result.best_params.items():
+        print(f"  {key}: {value:.4g}" if isinstance(value, float) else f"  {key}: {value}")
+    print(f"trials: {result.out_dir / TRIALS_FILE}")
+    print(f"best config: {result.out_dir / BEST_CONFIG_FILE} (mtl train --config {result.out_dir / BEST_CONFIG_FILE})")
     return 0
 
 

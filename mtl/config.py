@@ -6,6 +6,7 @@ comes with the nearest valid one, e.g. ``my.yaml: tasks.income.tpye: unknown key
 
 from __future__ import annotations
 
+import builtins
 import difflib
 import math
 import types
@@ -350,6 +351,73 @@ class OutputConfig(_Strict):
     export: ExportConfig | None = None
 
 
+# ----------------------------------------------------------------------------- tune
+class TuneObjective(_Strict):
+    """``tune.objective``: the validation metric of one task that ``mtl tune`` optimises."""
+
+    task: str
+    metric: str
+    direction: Literal["maximize", "minimize"] | None = None  # default: minimise rmse/mae/mse, maximise the rest
+
+
+class TuneParam(_Strict):
+    """One dimension of ``tune.space``: a list (or ``{choice: [...]}``), ``{uniform: [low, high]}``,
+    ``{log_uniform: [low, high]}`` or ``{int: [low, high]}``; ``step`` for uniform and int, ``log`` for int."""
+
+    choice: list[Any] | None = None
+    uniform: tuple[float, float] | None = None
+    log_uniform: tuple[float, float] | None = None
+    int: tuple[builtins.int, builtins.int] | None = None
+    step: builtins.int | float | None = Field(None, gt=0)
+    log: bool | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _list_is_choice(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return {"choice": value}
+        if not isinstance(value, dict):
+            raise ValueError(f"expected a list of choices or a range such as {{log_uniform: [1.0e-4, 1.0e-2]}}, "
+                             f"got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_range(self) -> TuneParam:
+        kinds = [k for k in ("choice", "uniform", "log_uniform", "int") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError("give exactly one of a list of choices, choice, uniform, log_uniform or int, "
+                             f"got {', '.join(kinds) or 'none'}")
+        kind = kinds[0]
+        if kind == "choice":
+            texts = [yaml.safe_dump(c) for c in self.choice or []]
+            if not texts or len(set(texts)) != len(texts):
+                raise ValueError("choices must be a non-empty list of distinct values")
+            if self.step is not None or self.log:
+                raise ValueError("step and log apply to uniform and int ranges, not to choices")
+            return self
+        low, high = getattr(self, kind)
+        if not low < high:
+            raise ValueError(f"{kind}: [low, high] needs low < high, got [{low}, {high}]")
+        if kind == "log_uniform" and low <= 0:
+            raise ValueError(f"log_uniform: low must be > 0, got {low}")
+        if self.log and (kind != "int" or low < 1 or self.step is not None):
+            raise ValueError("log: true applies to an int range with low >= 1 and no step (else use log_uniform)")
+        if self.step is not None:
+            if kind == "log_uniform" or (kind == "int" and self.step != round(self.step)):
+                raise ValueError(f"step: {self.step:g} does not fit a {kind} range (int ranges take integer steps)")
+            if not math.isclose((high - low) / self.step, round((high - low) / self.step), abs_tol=1e-9):
+                raise ValueError(f"step: high - low ({high - low:g}) must be a multiple of step ({self.step:g})")
+        return self
+
+
+class TuneConfig(_Strict):
+    """``tune``: the search of ``mtl tune`` (``mtl.tuning``). ``mtl train`` validates it and otherwise ignores it."""
+
+    objective: TuneObjective
+    sampler: Literal["tpe", "random"] = "tpe"
+    space: dict[str, TuneParam] = {}
+
+
 class Config(_Strict):
     """The whole run configuration, as in ``configs/default.yaml``."""
 
@@ -359,6 +427,7 @@ class Config(_Strict):
     model: ModelConfig = ModelConfig()
     training: TrainingConfig = TrainingConfig()
     output: OutputConfig = OutputConfig()
+    tune: TuneConfig | None = None
 
     @field_validator("tasks")
     @classmethod
@@ -521,7 +590,10 @@ def _most_telling(errors: list[dict]) -> dict:
 
 def dump_config(config: Config) -> str:
     """The resolved config as YAML (what a run directory keeps as ``config.yaml``)."""
-    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+    data = config.model_dump(mode="json", exclude={"tune"})
+    if config.tune is not None:  # shown only when set; a space dimension shows only its own range
+        data["tune"] = config.tune.model_dump(mode="json", exclude_none=True)
+    return yaml.safe_dump(data, sort_keys=False)
 
 
 def _describe(error: dict, raw: dict) -> str:
