@@ -27,7 +27,7 @@ class TextEncoder(keras.layers.Layer):
     """A keras-hub backbone and its tokenizer behind one raw-string input."""
 
     def __init__(self, backbone: Any, tokenizer: Any, max_length: int = 256, stride: int | None = None,
-                 pooling: str = "mean", **kwargs: Any) -> None:
+                 pooling: str = "mean", trim: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if isinstance(backbone, dict) or isinstance(tokenizer, dict):
             import keras_hub  # noqa: F401  registers the backbone and tokenizer classes for deserialisation
@@ -40,6 +40,7 @@ class TextEncoder(keras.layers.Layer):
         self.max_length = int(max_length)
         self.stride = None if stride is None else int(stride)
         self.pooling = pooling
+        self.trim = bool(trim)  # False pads every batch to max_length (only to measure what trimming saves)
         self.hidden_dim = int(backbone.hidden_dim)
         self._backbone_inputs = set(backbone.input) if isinstance(backbone.input, dict) else {"token_ids"}
         # keras-hub tokenizers run in Python (and return lists) when called eagerly; inside a tf.function they
@@ -80,9 +81,10 @@ class TextEncoder(keras.layers.Layer):
         cls = tf.fill([n, 1], tf.cast(self.tokenizer.cls_token_id, tf.int32))
         sep = tf.fill([n, 1], tf.cast(self.tokenizer.sep_token_id, tf.int32))
         tokens = tf.concat([cls, tokens, sep], axis=1)
+        shape = None if self.trim else [None, self.max_length]
         return {
-            "token_ids": tokens.to_tensor(default_value=self.tokenizer.pad_token_id),
-            "padding_mask": tf.ones_like(tokens).to_tensor(0),
+            "token_ids": tokens.to_tensor(default_value=self.tokenizer.pad_token_id, shape=shape),
+            "padding_mask": tf.ones_like(tokens).to_tensor(0, shape=shape),
             "window_doc": window_doc,
             "global_index": global_index,
             "batch": batch,
@@ -139,4 +141,5 @@ class TextEncoder(keras.layers.Layer):
             "max_length": self.max_length,
             "stride": self.stride,
             "pooling": self.pooling,
+            "trim": self.trim,
         }

@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ from mtl.training.callbacks import (
     DivergenceGuard,
     EpochCheckpoint,
     LossWeightScheduler,
+    TrainingDiverged,
     WeightingEpochHooks,
     write_text_atomic,
 )
@@ -63,7 +65,13 @@ def train(config: Config, run_dir: str | Path | None = None) -> RunResult:
                        f"or continue it with --resume {path}", where="output.run_dir")
     path.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path / "config.yaml", dump_config(config))
-    return _run(config, data, tasks, path, resume=False)
+    try:
+        return _run(config, data, tasks, path, resume=False)
+    except MtlError as exc:
+        if not isinstance(exc, TrainingDiverged) and EpochCheckpoint(path / "checkpoints").read_state() is None:
+            # bad input found while building the model (a backbone that will not load): leave nothing behind
+            shutil.rmtree(path, ignore_errors=True)
+        raise
 
 
 def resume(run_dir: str | Path) -> RunResult:
