@@ -170,3 +170,17 @@ def test_conll_file_trains_a_tagger(tmp_path):
 def test_the_atis_config_validates():
     cfg = mtl.load_config(ROOT / "configs" / "atis.yaml")
     assert cfg.tasks["slots"].type == "tagging" and cfg.model.backbone.preset == "all-MiniLM-L6-v2"
+
+
+def test_rest_server_predicts_raw_text(joint_run):
+    from fastapi.testclient import TestClient
+
+    from mtl.serving.rest import create_app
+
+    with TestClient(create_app(joint_run["export"].parent, "atis", watch=False)) as client:
+        ok = client.post("/v1/models/atis:predict", json={"instances": ["flights from boston to denver", "hi"]})
+        assert ok.status_code == 200, ok.text
+        rows = ok.json()["predictions"]
+        assert len(rows) == 2 and len(rows[0]["slots_tags"]) == 5 and rows[1]["slots_tags"][1:] == [""] * 4
+        bad = client.post("/v1/models/atis:predict", json={"instances": [{"txt": "hi"}]})
+        assert bad.status_code == 400 and "missing input(s) ['text']" in bad.json()["error"]
