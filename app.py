@@ -1,9 +1,9 @@
 """Streamlit app: predict one row with an exported model (``streamlit run app.py``).
 
-The form is built from the export alone: a number input per numeric feature and a select box of the training
-vocabulary per categorical feature (read from ``assets/mtl_metadata.json``). It uses the newest version of the
-export base unless another is chosen. The export base comes from ``MTL_EXPORT`` (default ``exports/adult``) and
-can be changed in the sidebar.
+The form is built from the export alone: a number input per numeric feature, a select box of the training
+vocabulary per categorical feature and a text area per text feature (read from ``assets/mtl_metadata.json``).
+It uses the newest version of the export base unless another is chosen. The export base comes from
+``MTL_EXPORT`` (default ``exports/adult``) and can be changed in the sidebar.
 """
 
 from __future__ import annotations
@@ -40,12 +40,15 @@ except MtlError as exc:
 st.caption(f"model: `{model.path}` (version {model.version})")
 features = model.metadata.get("features", {})
 vocabularies = features.get("categorical", {})
+texts = set(features.get("text", []))
 row: dict = {}
 left, right = st.columns(2)
 for i, (name, kind) in enumerate(model.inputs.items()):
     column = left if i % 2 == 0 else right
     if kind == "float":
         row[name] = column.number_input(name, value=0.0, step=1.0, key=f"in_{name}")
+    elif name in texts:
+        row[name] = st.text_area(name, key=f"in_{name}")
     else:
         options = vocabularies.get(name) or [""]
         row[name] = column.selectbox(name, options, key=f"in_{name}")
@@ -66,6 +69,10 @@ if st.button("Predict", type="primary", key="predict"):
             st.write(f"{task} label: **{result[f'{task}_label']}**")
         elif info["type"] == "regression":
             st.metric(task, f"{result[task]:.6f}")
+        elif info["type"] == "tagging":
+            words = row[next(iter(texts))].split()
+            st.write(f"{task}:")
+            st.dataframe(pd.DataFrame({"word": words, "tag": result[task][:len(words)]}), hide_index=True)
         else:
             st.metric(f"{task}: most likely", str(result[f"{task}_label"]))
             st.dataframe(pd.DataFrame({"class": info["classes"],

@@ -184,3 +184,18 @@ def test_rest_server_predicts_raw_text(joint_run):
         assert len(rows) == 2 and len(rows[0]["slots_tags"]) == 5 and rows[1]["slots_tags"][1:] == [""] * 4
         bad = client.post("/v1/models/atis:predict", json={"instances": [{"txt": "hi"}]})
         assert bad.status_code == 400 and "missing input(s) ['text']" in bad.json()["error"]
+
+
+def test_streamlit_app_tags_a_typed_text(joint_run, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("MTL_EXPORT", str(joint_run["export"].parent))
+    app = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
+    assert not app.exception, app.exception
+    app.text_area(key="in_text").set_value("flights from boston to denver")
+    app.button(key="predict").click().run()
+    assert not app.exception, app.exception
+    served = load(joint_run["export"]).predict_frame(pd.DataFrame({"text": ["flights from boston to denver"]}))
+    table = app.dataframe[-1].value
+    assert table["word"].tolist() == ["flights", "from", "boston", "to", "denver"]
+    assert table["tag"].tolist() == served["slots"].iloc[0]
