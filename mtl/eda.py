@@ -16,6 +16,7 @@ import pandas as pd
 
 from mtl.data.labels import label_text, missing_mask
 from mtl.data.prepare import check_columns
+from mtl.data.text import split_words, tag_list
 
 __all__ = ["write_eda_report"]
 
@@ -52,6 +53,8 @@ def write_eda_report(config: Any, out_dir: str | Path, frame: pd.DataFrame | Non
         targets[name] = _encode_target(task, frame[task.column])
     lines += _numeric_section(frame, list(config.data.features.numeric), plots)
     lines += _categorical_section(frame, list(config.data.features.categorical))
+    if config.data.features.text is not None:
+        lines += _text_section(frame[config.data.features.text], config.data.features.text, plots)
     lines += _correlation_section(targets, plots)
 
     report = out_dir / "eda.md"
@@ -83,6 +86,15 @@ def _task_section(name: str, task: Any, values: pd.Series, plots: Path) -> list[
         if task.type == "binary" and len(counts) != 2:
             lines += ["", f"**Note:** a binary task should have 2 classes; found {len(counts)}."]
         _bar_plot(counts[:_MAX_CLASSES], f"{name}: class balance", plot)
+    elif task.type == "tagging":
+        tags = labelled.map(tag_list).dropna()
+        counts = tags.explode().value_counts()
+        lines += [f"- tags: {len(counts)} over {int(counts.sum()):,} words", "", "| tag | count | % |",
+                  "|---|---:|---:|"]
+        lines += [f"| {_cell(c)} | {k:,} | {_pct(k, int(counts.sum()))} |" for c, k in counts[:_MAX_CLASSES].items()]
+        if len(counts) > _MAX_CLASSES:
+            lines.append(f"| ({len(counts) - _MAX_CLASSES} more tags) | {int(counts[_MAX_CLASSES:].sum()):,} | |")
+        _bar_plot(counts[:_MAX_CLASSES], f"{name}: tags", plot)
     else:
         numbers = pd.to_numeric(labelled, errors="coerce")
         bad = int(numbers.isna().sum())
@@ -124,6 +136,16 @@ def _categorical_section(frame: pd.DataFrame, columns: list[str]) -> list[str]:
     return [*lines, ""]
 
 
+def _text_section(values: pd.Series, column: str, plots: Path) -> list[str]:
+    """How many rows have text, and how long the texts are in white-space words."""
+    absent = missing_mask(values)
+    words = values[~absent].map(lambda t: len(split_words(str(t))))
+    lines = [f"## Text feature `{column}`", "", f"- rows without text: {int(absent.sum()):,} of {len(values):,} "
+             "(dropped before training)", "", *_stats_table({f"{column} (words)": words})]
+    _histograms({f"{column} (words)": words}, plots / "text_lengths.png")
+    return [*lines, "", "![text lengths](plots/text_lengths.png)", ""]
+
+
 def _correlation_section(targets: dict[str, pd.Series], plots: Path) -> list[str]:
     """Pairwise Pearson correlation of the numerically encoded targets, on rows labelled for both."""
     if len(targets) < 2:
@@ -154,6 +176,8 @@ def _encode_target(task: Any, values: pd.Series) -> pd.Series:
     """A task's labels as floats (NaN where missing): class codes, or 1/0 for a binary positive class."""
     missing = missing_mask(values)
     out = pd.Series(np.nan, index=values.index)
+    if task.type == "tagging":
+        return out  # one label per word, not per row: no row-level correlation
     if task.type == "regression":
         out[~missing] = pd.to_numeric(values[~missing], errors="coerce")
         return out

@@ -188,3 +188,14 @@ def test_missing_column_raises(adult: pd.DataFrame, tmp_path: Path, overrides: d
         write_eda_report(make_config(**overrides), tmp_path, frame=adult, source="adult slice")
     assert info.value.where == key
     assert not (tmp_path / "eda.md").exists()
+
+
+def test_text_and_tagging_sections(tmp_path: Path) -> None:
+    from conftest import text_config
+
+    frame = read_table(dataset="atis")[0].head(200)
+    config = config_from_dict(text_config("unused.jsonl"))
+    report = write_eda_report(config, tmp_path, frame=frame, source="atis slice").read_text()
+    assert "### slots (tagging, column `slots`)" in report and "| O | " in report
+    assert "## Text feature `text`" in report and "`text (words)` | 200 |" in report
+    assert (tmp_path / "plots" / "task_slots.png").is_file() and (tmp_path / "plots" / "text_lengths.png").is_file()
