@@ -29,5 +29,9 @@ def to_dataset(split: SplitData, batch_size: int, shuffle: bool = False, seed: i
             return tf.strings.length(element[0][bucket_by], unit="UTF8_CHAR")
 
         dataset = dataset.bucket_by_sequence_length(length, bounds, [batch_size] * (len(bounds) + 1))
-        return dataset.prefetch(tf.data.AUTOTUNE)
+        # Keras needs the number of batches: without it, fit reads past the end of an epoch, and the next epoch
+        # can fail. Each bucket ends with one partial batch.
+        per_bucket = np.bincount(np.searchsorted(bounds, lengths, side="right"), minlength=len(bounds) + 1)
+        batches = int(sum(-(-int(n) // batch_size) for n in per_bucket))
+        return dataset.apply(tf.data.experimental.assert_cardinality(batches)).prefetch(tf.data.AUTOTUNE)
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)

@@ -23,7 +23,7 @@ def joint_run(tmp_path_factory, atis_frame):
     frame = pd.concat([atis_frame[common & (atis_frame["split"] == s)].head(n) for s, n in
                        (("train", 400), ("val", 60), ("test", 100))], ignore_index=True)
     path = write_jsonl(root / "atis.jsonl", frame)
-    raw = text_config(str(path), training__epochs=8, training__learning_rate=0.005)
+    raw = text_config(str(path), training__epochs=8, training__learning_rate=0.005, training__bucket_by_length=True)
     result = mtl.train(config_from_dict(raw), root / "run")
     return {"root": root, "result": result, "export": export_run(root / "run", root / "exports", "atis")}
 
@@ -36,6 +36,19 @@ def test_joint_intent_and_slots_learn(joint_run):
     assert test["intent"]["n"] == 100
     history = pd.read_csv(joint_run["root"] / "run" / "history.csv")
     assert {"slots_accuracy", "val_slots_loss", "intent_accuracy"} <= set(history.columns)
+
+
+def test_length_buckets_cover_every_row_once_and_report_their_count(atis_frame):
+    from mtl.data.prepare import SplitData
+    from mtl.training.batches import to_dataset
+
+    texts = atis_frame["text"].head(1000).to_numpy(dtype=object)
+    ones = {"a": np.ones(len(texts), "float32")}
+    dataset = to_dataset(SplitData({"text": texts}, ones, ones, np.arange(len(texts))), 32, shuffle=True,
+                         bucket_by="text")
+    batches = [b[0]["text"].numpy() for b in dataset]
+    assert int(dataset.cardinality()) == len(batches) < 40
+    assert sorted(t.decode() for b in batches for t in b) == sorted(texts)
 
 
 def test_export_takes_raw_strings_and_returns_word_tags(joint_run):
