@@ -1,0 +1,50 @@
+"""Smoke test of ``benchmarks/low_label_text.py``: its frozen-MiniLM part on 300 real reviews, one seed."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _benchmark():
+    spec = importlib.util.spec_from_file_location("low_label_text", ROOT / "benchmarks" / "low_label_text.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_label_subsets_are_stratified_and_nested() -> None:
+    bench = _benchmark()
+    labels = np.array([0] * 100 + [1] * 400)
+    small, large = bench.label_subset(labels, 0.02, 3), bench.label_subset(labels, 0.05, 3)
+    assert set(small) <= set(large)
+    assert sorted(np.bincount(labels[small]).tolist()) == [2, 8]
+    assert len(bench.label_subset(labels, 1.0, 3)) == 500
+    assert set(bench.label_subset(labels, 0.02, 4)) != set(small)
+
+
+@pytest.mark.slow
+def test_quick_run_prints_the_table(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    bench = _benchmark()
+    out = tmp_path / "runs.json"
+    code = bench.main(["--quick", "--max-rows", "300", "--skip-finetune", "--cache", str(tmp_path / "cache"),
+                       "--out", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "frozen MiniLM" in printed
+    rows = [line for line in printed.splitlines() if line.startswith("| 5%") or line.startswith("| 100%")]
+    assert [row.split("|")[2].strip() for row in rows] == ["single", "mtl", "mtl, rating head", "control"] * 2
+    result = json.loads(out.read_text())
+    assert len(result["runs"]) == 8  # 6 trained, and the mtl runs' rating head scored as a recommended score
+    assert all(0.0 <= run["auc"] <= 1.0 and run["epochs_run"] >= 1 for run in result["runs"])
+    assert {run["labels"] for run in result["runs"] if run["fraction"] == 0.05} == {12}  # 5 % of 240, per class
+    # at 100 % labels the control (rating weight 0) is the single-task model: same rows, init and steps
+    at_full = {run["variant"]: run["auc"] for run in result["runs"] if run["fraction"] == 1.0}
+    assert at_full["control"] == pytest.approx(at_full["single"], abs=1e-6)
+    assert list((tmp_path / "cache").glob("*.npy"))  # the embeddings were cached
