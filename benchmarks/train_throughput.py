@@ -1,8 +1,10 @@
-"""Training throughput: ``MultiTaskModel.train_step`` against plain Keras ``compile(loss=...)`` + ``fit``.
+"""Training throughput: ``MultiTaskModel.train_step`` against plain Keras ``compile(loss=...)`` + ``fit``;
+with ``--strategies``, also each weighting strategy and trunk against fixed weights on the shared bottom.
 
 Run (about 2 minutes on 2 idle cores; up to about 3 when other processes compete)::
 
     .venv/bin/python benchmarks/train_throughput.py
+    .venv/bin/python benchmarks/train_throughput.py --strategies   # + one row per strategy and trunk
 
 Both variants train the same graph (UCI Adult; income: binary, hours_per_week: regression), built
 with the same seed so that their initial weights are identical (checked by a hash), on the same
@@ -25,6 +27,12 @@ and variant: samples/s (median over the timed epochs, min-max), samples per CPU-
 when the machine is shared), peak RSS (``ru_maxrss``) and RSS before ``fit``; and custom/plain as
 the ratio of the medians, the median of the per-pair ratios, and by CPU time. The masked setting
 keeps income labels on ``--label-fraction`` of the rows (weight 0 on the others) in both variants.
+
+``--strategies`` adds one group of rows, all mtl's ``MultiTaskModel`` at the first ``--steps-per-execution``:
+fixed weights on the shared bottom (the reference, the same worker as that setting's ``custom``), each
+``training.weighting`` strategy on the shared bottom (with the epoch hooks ``mtl.train`` installs), and the
+``mmoe`` and ``ple`` trunks (their defaults) with fixed weights. Each round times one run of every row in turn,
+the order rotating, and the speed is given relative to the reference, as for the pairs.
 """
 
 from __future__ import annotations
@@ -49,6 +57,8 @@ from typing import Any
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # inherited by the spawned workers
 
 VARIANTS = ("custom", "plain")
+STRATEGIES = ("uncertainty", "gradnorm", "dwa", "rlw", "pcgrad", "cagrad")
+TRUNKS = ("mmoe", "ple")
 FEATURES = {
     "numeric": ["age", "educational_num", "capital_gain", "capital_loss", "fnlwgt"],
     "categorical": ["workclass", "education", "marital_status", "occupation", "relationship", "race", "gender",
@@ -67,16 +77,41 @@ SEED = 0
 class Setting:
     steps_per_execution: int
     label_fraction: float = 1.0
+    weighting: str = "fixed"
+    trunk: str = "shared_bottom"
 
     @property
     def name(self) -> str:
         masked = f", income labels on {self.label_fraction:.0%}" if self.label_fraction < 1 else ""
-        return f"spe={self.steps_per_execution}{masked}"
+        how = f", {self.weighting}" if self.weighting != "fixed" else ""
+        trunk = f", {self.trunk} trunk" if self.trunk != "shared_bottom" else ""
+        return f"spe={self.steps_per_execution}{masked}{how}{trunk}"
 
     @property
     def slug(self) -> str:
         masked = f"-labels{round(self.label_fraction * 100)}" if self.label_fraction < 1 else ""
-        return f"spe{self.steps_per_execution}{masked}"
+        how = f"-{self.weighting}" if self.weighting != "fixed" else ""
+        trunk = f"-{self.trunk}" if self.trunk != "shared_bottom" else ""
+        return f"spe{self.steps_per_execution}{masked}{how}{trunk}"
+
+    @property
+    def row(self) -> str:
+        """The row's name in the strategies table."""
+        if self.trunk != "shared_bottom":
+            return f"{self.trunk} trunk, fixed weights"
+        return f"shared bottom, {self.weighting}" + (" weights (reference)" if self.weighting == "fixed" else "")
+
+
+Member = tuple[Setting, str]  # (setting, variant): one worker
+
+
+@dataclass(frozen=True)
+class Group:
+    """Rows timed together, round by round (the order rotating), against ``members[reference]``."""
+
+    name: str
+    members: tuple[Member, ...]
+    reference: int
 
 
 # ---------------------------------------------------------------------------------------------- worker
@@ -92,7 +127,8 @@ def build(variant: str, setting: Setting, batch_size: int) -> tuple[Any, Any, in
     from mtl.tasks import build_tasks
 
     cfg = config_from_dict({"data": {"dataset": "adult", "features": FEATURES, "split": {"stratify": "income"}},
-                            "tasks": TASKS})
+                            "tasks": TASKS, "model": {"trunk": {"type": setting.trunk}},
+                            "training": {"weighting": setting.weighting}})
     frame, source = read_table(dataset="adult")
     tasks = build_tasks(cfg.tasks)
     data = prepare(frame, cfg, tasks, source)
@@ -107,14 +143,16 @@ def build(variant: str, setting: Setting, batch_size: int) -> tuple[Any, Any, in
                .batch(batch_size).cache().prefetch(2))
 
     keras.utils.set_random_seed(SEED)
-    mtl_model = build_model(cfg.model, tasks, data.numeric, data.categorical, train.features)
+    mtl_model = build_model(cfg.model, tasks, data.numeric, data.categorical, train.features,
+                            weighting=cfg.training.weighting.model_dump())
     plain = keras.Model(mtl_model.input, mtl_model.output, name="plain")  # the same layers, a stock train_step
     digest = hashlib.sha256(b"".join(np.ascontiguousarray(w).tobytes() for w in plain.get_weights())).hexdigest()
 
     common = {"optimizer": keras.optimizers.Adam(1e-3), "steps_per_execution": setting.steps_per_execution,
               "jit_compile": False}
     if variant == "custom":
-        mtl_model.set_task_weights(LOSS_WEIGHTS)
+        if setting.weighting == "fixed":  # the other strategies set the weights themselves
+            mtl_model.set_task_weights(LOSS_WEIGHTS)
         mtl_model.compile(**common)
         return mtl_model, dataset, len(train), digest
     plain.compile(loss=PLAIN_LOSSES, loss_weights=LOSS_WEIGHTS,
@@ -154,11 +192,16 @@ def worker(conn: Any, variant: str, setting: Setting, batch_size: int, warmup_ep
     try:
         model, dataset, rows, digest = build(variant, setting, batch_size)
         setup_rss = rss_mib()
-        model.fit(dataset, epochs=warmup_epochs, verbose=0, shuffle=False)
+        hooks = []
+        if setting.weighting != "fixed":  # as in mtl.train: DWA updates its weights at the end of each epoch
+            from mtl.training.callbacks import WeightingEpochHooks
+
+            hooks.append(WeightingEpochHooks())
+        model.fit(dataset, epochs=warmup_epochs, verbose=0, shuffle=False, callbacks=hooks)
         conn.send({"rows": rows, "hash": digest, "setup_rss": setup_rss, "params": model.count_params()})
         while (command := conn.recv())[0] == "run":
             timer, cpu = epoch_timer(), time.process_time()
-            model.fit(dataset, epochs=command[1], verbose=0, shuffle=False, callbacks=[timer])
+            model.fit(dataset, epochs=command[1], verbose=0, shuffle=False, callbacks=[*hooks, timer])
             conn.send({"times": timer.times, "cpu": time.process_time() - cpu})
         conn.send({"peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
     except BaseException:
@@ -222,57 +265,70 @@ class Worker:
         return reply
 
 
-def measure(settings: list[Setting], args: argparse.Namespace) -> dict[str, dict]:
-    """Start one worker per (setting, variant); then, round by round, one alternating pair per setting that
-    still lacks quiet pairs, so that all settings see the same stretches of machine time."""
+def measure(groups: list[Group], args: argparse.Namespace) -> dict[Group, dict]:
+    """Start one worker per (setting, variant) (a member of two groups shares its worker); then, round by round,
+    one run of every member of each group that still lacks quiet rounds, so that all groups see the same
+    stretches of machine time."""
     ctx = multiprocessing.get_context("spawn")
-    workers = {(s, v): Worker(ctx, v, s, args) for s in settings for v in VARIANTS}  # build + warm up in parallel
-    state = {s: {"quiet": [], "disturbed": [], "attempts": 0, "waited": 0.0} for s in settings}
+    members = list(dict.fromkeys(m for g in groups for m in g.members))
+    workers = {(s, v): Worker(ctx, v, s, args) for s, v in members}  # build + warm up in parallel
+    state = {g: {"quiet": [], "disturbed": [], "attempts": 0, "waited": 0.0} for g in groups}
     try:
-        info = {s: {v: workers[s, v].recv() for v in VARIANTS} for s in settings}
-        if any(info[s]["custom"]["hash"] != info[s]["plain"]["hash"] for s in settings):
-            raise RuntimeError("the two variants do not start from the same weights")
+        info = {m: workers[m].recv() for m in members}
+        for g in groups:
+            if [v for _, v in g.members] == list(VARIANTS) and len({info[m]["hash"] for m in g.members}) > 1:
+                raise RuntimeError(f"{g.name}: the two variants do not start from the same weights")
         budget, busy_before = [args.max_wait], False
         for _ in range(args.repeats + args.retries):
-            for s in settings:
-                st = state[s]
+            for g in groups:
+                st = state[g]
                 if len(st["quiet"]) >= args.repeats:
                     continue
-                if busy_before:  # the last pair was disturbed: let the other load pass first
+                if busy_before:  # the last round was disturbed: let the other load pass first
                     st["waited"] += wait_for_quiet(args.max_other_load, budget)
-                order = VARIANTS if st["attempts"] % 2 == 0 else VARIANTS[::-1]
-                pair = {v: workers[s, v].run(args.epochs) for v in order}
+                shift = st["attempts"] % len(g.members)  # a pair alternates; a larger group rotates
+                order = g.members[shift:] + g.members[:shift]
+                round_ = {m: workers[m].run(args.epochs) for m in order}
                 st["attempts"] += 1
-                busy_before = max(r["other_load"] for r in pair.values()) > args.max_other_load
-                st["disturbed" if busy_before else "quiet"].append(pair)
-        for (s, v), w in workers.items():
-            info[s][v].update(w.stop())
+                busy_before = max(r["other_load"] for r in round_.values()) > args.max_other_load
+                st["disturbed" if busy_before else "quiet"].append(round_)
+        for m, w in workers.items():
+            info[m].update(w.stop())
     finally:
         for w in workers.values():
             if w.process.is_alive():
                 w.process.kill()
-    return {s.name: summarise(info[s], state[s], args.repeats) for s in settings}
+    return {g: summarise(g, info, state[g], args.repeats) for g in groups}
 
 
-def summarise(info: dict, state: dict, repeats: int) -> dict:
-    """Medians and ratios of one setting from its pairs of runs."""
+def summarise(group: Group, info: dict[Member, dict], state: dict, repeats: int) -> dict:
+    """Per member of a group: medians, and speed relative to the reference, from its rounds of runs."""
     quiet = state["quiet"]
-    disturbed = sorted(state["disturbed"], key=lambda pair: max(r["other_load"] for r in pair.values()))
-    used = quiet + disturbed[: repeats - len(quiet)]  # short of quiet pairs: the least disturbed ones
-    rows = info["custom"]["rows"]
-    for v in VARIANTS:
-        info[v]["samples_per_s"] = [rows / t for pair in used for t in pair[v]["times"]]
-        info[v]["median"] = statistics.median(info[v]["samples_per_s"])
+    disturbed = sorted(state["disturbed"], key=lambda round_: max(r["other_load"] for r in round_.values()))
+    used = quiet + disturbed[: repeats - len(quiet)]  # short of quiet rounds: the least disturbed ones
+    ref = group.members[group.reference]
+    out: dict[str, Any] = {}
+    for m in group.members:
+        r = dict(info[m])
+        rows = r["rows"]
+        r["samples_per_s"] = [rows / t for round_ in used for t in round_[m]["times"]]
+        r["median"] = statistics.median(r["samples_per_s"])
         # CPU time moves less than wall time when other processes compete for the cores: a secondary measure.
-        info[v]["per_cpu_s"] = statistics.median(rows * len(p[v]["times"]) / p[v]["cpu"] for p in used)
-    info["ratio"] = info["custom"]["median"] / info["plain"]["median"]
-    info["cpu_ratio"] = info["custom"]["per_cpu_s"] / info["plain"]["per_cpu_s"]
-    info["paired_ratio"] = statistics.median(
-        statistics.median(pair["plain"]["times"]) / statistics.median(pair["custom"]["times"]) for pair in used)
-    info["pairs"] = {"quiet": len(quiet), "disturbed": len(disturbed), "disturbed_used": len(used) - len(quiet),
-                     "waited_s": state["waited"]}
-    info["raw"] = {"used": used, "set_aside": disturbed[repeats - len(quiet):]}
-    return info
+        r["per_cpu_s"] = statistics.median(rows * len(u[m]["times"]) / u[m]["cpu"] for u in used)
+        out[m] = r
+    for m in group.members:
+        r, base = out[m], out[ref]
+        r["ratio"] = r["median"] / base["median"]
+        r["cpu_ratio"] = r["per_cpu_s"] / base["per_cpu_s"]
+        r["paired_ratio"] = statistics.median(
+            statistics.median(u[ref]["times"]) / statistics.median(u[m]["times"]) for u in used)
+    result: dict[str, Any] = {"members": out}
+    result["rounds"] = {"quiet": len(quiet), "disturbed": len(disturbed), "disturbed_used": len(used) - len(quiet),
+                        "waited_s": state["waited"]}
+    result["raw"] = {"used": [{f"{s.name}/{v}": r for (s, v), r in u.items()} for u in used],
+                     "set_aside": [{f"{s.name}/{v}": r for (s, v), r in u.items()}
+                                   for u in disturbed[repeats - len(quiet):]]}
+    return result
 
 
 def machine() -> dict[str, str]:
@@ -311,6 +367,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="seconds in all to wait before pairs for other processes to go quiet")
     parser.add_argument("--log-dir", default=None, help="worker logs (default: a new temporary directory)")
     parser.add_argument("--json", default=None, help="also write the raw results (epoch times, loads, RSS) here")
+    parser.add_argument("--strategies", nargs="*", default=None, choices=[*STRATEGIES, *TRUNKS], metavar="NAME",
+                        help="also time these weighting strategies and trunks against fixed weights on the shared "
+                             f"bottom at the first --steps-per-execution (no names: all of {' '.join(STRATEGIES)} "
+                             f"{' '.join(TRUNKS)})")
     args = parser.parse_args(argv)
     args.retries = args.repeats // 2 if args.retries is None else args.retries
     args.log_dir = args.log_dir or tempfile.mkdtemp(prefix="mtl-throughput-")
@@ -319,6 +379,13 @@ def main(argv: list[str] | None = None) -> None:
     settings = [Setting(n) for n in args.steps_per_execution]
     if 0 < args.label_fraction < 1:
         settings.append(Setting(args.steps_per_execution[0], args.label_fraction))
+    groups = [Group(s.name, ((s, "custom"), (s, "plain")), reference=1) for s in settings]
+    strategies = None
+    if args.strategies is not None:
+        spe = args.steps_per_execution[0]
+        names = args.strategies or [*STRATEGIES, *TRUNKS]
+        rows = [Setting(spe)] + [Setting(spe, trunk=n) if n in TRUNKS else Setting(spe, weighting=n) for n in names]
+        strategies = Group(f"strategies, spe={spe}", tuple((s, "custom") for s in rows), reference=0)
 
     host = machine()
     print("Training throughput: mtl MultiTaskModel.train_step vs plain Keras compile(loss=...) + fit")
@@ -329,7 +396,14 @@ def main(argv: list[str] | None = None) -> None:
           f"worker logs: {args.log_dir}\n", flush=True)
 
     start = time.perf_counter()
-    by_name = measure(settings, args)
+    measured = measure(groups + ([strategies] if strategies else []), args)
+    by_name = {}
+    for g, s in zip(groups, settings, strict=True):  # the pairs, in the shape the tables below read
+        res = measured[g]
+        custom = res["members"][s, "custom"]
+        by_name[s.name] = {"custom": custom, "plain": res["members"][s, "plain"], "ratio": custom["ratio"],
+                           "paired_ratio": custom["paired_ratio"], "cpu_ratio": custom["cpu_ratio"],
+                           "pairs": res["rounds"], "raw": res["raw"]}
     for setting in settings:
         res, p = by_name[setting.name], by_name[setting.name]["pairs"]
         print(f"  {setting.name}: custom {res['custom']['median']:,.0f}/s, plain {res['plain']['median']:,.0f}/s, "
@@ -356,10 +430,37 @@ def main(argv: list[str] | None = None) -> None:
         if setting.label_fraction < 1 and base:
             print(f"\nmasked / fully labelled, spe={setting.steps_per_execution}: "
                   + ", ".join(f"{v} {res[v]['median'] / base[v]['median']:.3f}" for v in VARIANTS))
+    results: dict[str, Any] = {"pairs": by_name}
+    if strategies:
+        results["strategies"] = print_strategies(strategies, measured[strategies])
     print(f"\ntotal {time.perf_counter() - start:.0f} s")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"machine": host, "args": vars(args), "results": by_name}, f, indent=1)
+            json.dump({"machine": host, "args": vars(args), "results": results}, f, indent=1)
+
+
+def print_strategies(group: Group, res: dict) -> dict:
+    """Print the strategies table; return its results keyed by row name (for the JSON)."""
+    reference = group.members[group.reference]
+    ref = res["members"][reference]
+    rounds = res["rounds"]
+    print(f"\n{group.name}: {rounds['quiet']} quiet rounds, {rounds['disturbed']} disturbed by other processes"
+          + (f" ({rounds['disturbed_used']} used)" if rounds["disturbed_used"] else "")
+          + (f"; waited {rounds['waited_s']:.0f} s for quiet" if rounds["waited_s"] else ""))
+    print("\n| row | params | samples/s (median) | min–max | samples/CPU-s | peak RSS MiB | vs fixed (paired) "
+          "| by CPU time |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for m in group.members:
+        r = res["members"][m]
+        ratio = "1" if m == reference else f"**{r['ratio']:.3f}** ({r['paired_ratio']:.3f})"
+        print(f"| {m[0].row} | {r['params']:,} | {r['median']:,.0f} | {min(r['samples_per_s']):,.0f}–"
+              f"{max(r['samples_per_s']):,.0f} | {r['per_cpu_s']:,.0f} | {r['peak_rss']:,.0f} | {ratio} "
+              f"| {r['cpu_ratio']:.3f} |")
+    differ = [m[0].row for m in group.members
+              if m[0].trunk == "shared_bottom" and res["members"][m]["hash"] != ref["hash"]]
+    if differ:
+        print(f"\nnot the reference's initial weights: {', '.join(differ)}")
+    return {m[0].row: res["members"][m] for m in group.members} | {"rounds": rounds, "raw": res["raw"]}
 
 
 if __name__ == "__main__":
