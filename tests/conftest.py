@@ -19,6 +19,17 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 ROOT = Path(__file__).resolve().parents[1]
 
+
+
+@pytest.fixture(autouse=True)
+def _restore_main_module():
+    """Put ``sys.modules["__main__"]`` back after each test: Streamlit's AppTest replaces it with the app script,
+    and a later test that spawns processes (the benchmarks) would then re-run the app in every child."""
+    main = sys.modules["__main__"]
+    yield
+    sys.modules["__main__"] = main
+
+
 ADULT_NUMERIC = ["age", "educational_num", "capital_gain", "capital_loss"]
 ADULT_CATEGORICAL = ["workclass", "marital_status", "occupation", "relationship"]
 
