@@ -35,13 +35,10 @@ frozen and fine-tuned) is ``benchmarks/low_label_text.py``.
 from __future__ import annotations
 
 import argparse
-import datetime
 import hashlib
-import importlib.metadata
 import json
 import multiprocessing
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -50,6 +47,8 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from _host import machine
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # inherited by the spawned workers
 
@@ -279,18 +278,6 @@ def delta_table(summary: dict[str, dict[float, dict]]) -> str:
                         if f in cells and "delta_auc" in cells[f] else "—" for f in fractions]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
-
-
-def machine() -> dict[str, str]:
-    cpu = platform.processor() or "?"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "cores": str(os.cpu_count()), "python": platform.python_version(),
-            "tensorflow": importlib.metadata.version("tensorflow"), "keras": importlib.metadata.version("keras"),
-            "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M")}
 
 
 # ---------------------------------------------------------------------------------------------- main

@@ -45,9 +45,9 @@ Design:
   ``model.backbone: {preset: all-MiniLM-L6-v2, trainable: true}``, the optimizer of
   ``configs/womens_clothing.yaml``: AdamW 5e-5, weight decay 0.01, cosine with 20 % warm-up, batch 32), on a
   fixed stratified subset of ``--finetune-rows`` training rows, ``--finetune-max-length`` word pieces, one epoch,
-  scored on ``--finetune-test-rows`` test rows (fixed). A one-epoch run on 1,000 rows took 66-117 s on 2 shared
-  CPU cores (2,000 rows: 252 s), hence the small sizes. ``control`` is run at fractions below 1 only: at 100 %
-  it has the single-task model's rows and steps.
+  scored on ``--finetune-test-rows`` test rows (fixed). A one-epoch run on 1,000 rows takes about 60 s on 2 idle
+  CPU cores (2,000 rows: 252 s on shared ones), hence the small sizes; the whole benchmark, 5 seeds, takes
+  34 min. ``control`` is run at fractions below 1 only: at 100 % it has the single-task model's rows and steps.
 
 Reported per part, fraction and variant: mean ± sample std of the test AUC over the seeds, n, LibMTL's relative
 gain over single-task for one metric, ``Δm = (AUC - AUC_single) / AUC_single × 100`` (of the means), the paired
@@ -402,7 +402,7 @@ def names(allowed: tuple[str, ...]) -> Any:
 
 
 DEFAULTS = {"seeds": 5, "fractions": [0.02, 0.05, 1.0], "epochs": 30, "patience": 4,
-            "variants": ["single", "mtl", "control", "uncertainty"], "finetune_seeds": 3,
+            "variants": ["single", "mtl", "control", "uncertainty"], "finetune_seeds": 5,
             "finetune_fractions": [0.05, 1.0], "finetune_rows": 1000, "finetune_test_rows": 1000}
 QUICK = {"seeds": 1, "fractions": [0.05, 1.0], "epochs": 2, "patience": 1, "variants": ["single", "mtl", "control"],
          "finetune_seeds": 1, "finetune_fractions": [0.05], "finetune_rows": 200, "finetune_test_rows": 200}

@@ -41,12 +41,9 @@ with the fp32 trimmed one (trimming must not change the vectors; bf16 rounds the
 from __future__ import annotations
 
 import argparse
-import datetime
-import importlib.metadata
 import json
 import multiprocessing
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -57,6 +54,8 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from _host import SpawnedWorker, busy_cpu, machine, rss_mib
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # inherited by the spawned workers
 
@@ -174,13 +173,6 @@ def build_training(variant: Variant, warmup_steps: int, steps: int) -> tuple[Any
     return run, info
 
 
-def rss_mib() -> float:
-    """The current resident set size in MiB."""
-    import psutil
-
-    return psutil.Process().memory_info().rss / 2**20
-
-
 def worker(conn: Any, variant: Variant, args: dict, log_path: str) -> None:
     """Build and warm up, then answer ``"run"`` with the wall and CPU time of one run until ``"stop"``."""
     log = open(log_path, "w")  # TensorFlow's chatter goes here, not into the table
@@ -198,7 +190,7 @@ def worker(conn: Any, variant: Variant, args: dict, log_path: str) -> None:
         info["rss_after_setup"] = rss_mib()
         conn.send(info)
         first = True
-        while conn.recv() == "run":
+        while conn.recv()[0] == "run":
             cpu, start = time.process_time(), time.perf_counter()
             out = run()
             reply = {"time": time.perf_counter() - start, "cpu": time.process_time() - cpu, "rss": rss_mib()}
@@ -215,42 +207,20 @@ def worker(conn: Any, variant: Variant, args: dict, log_path: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- parent
-def busy_cpu() -> float:
-    """CPU-seconds the machine has spent busy so far (all processes)."""
-    import psutil
-
-    t = psutil.cpu_times()
-    return sum(getattr(t, field, 0.0) for field in ("user", "nice", "system", "irq", "softirq", "steal"))
-
-
-class Worker:
+class Worker(SpawnedWorker):
     """One variant's spawned worker process and its pipe."""
 
     def __init__(self, ctx: Any, variant: Variant, args: argparse.Namespace) -> None:
-        self.variant = variant
-        self.log_path = os.path.join(args.log_dir, f"{variant.slug}.log")
-        self.conn, child = ctx.Pipe()
         settings = {"n": args.n, "warmup_steps": args.warmup_steps, "train_steps": args.train_steps}
-        self.process = ctx.Process(target=worker, daemon=True, args=(child, variant, settings, self.log_path))
-        self.process.start()
-
-    def recv(self) -> Any:
-        reply = self.conn.recv()
-        if isinstance(reply, dict) and "error" in reply:
-            raise RuntimeError(f"{self.variant.slug} worker failed (log: {self.log_path}):\n{reply['error']}")
-        return reply
+        super().__init__(ctx, variant.slug, os.path.join(args.log_dir, f"{variant.slug}.log"), worker,
+                         (variant, settings))
+        self.variant = variant
 
     def run(self) -> dict:
         busy = busy_cpu()
-        self.conn.send("run")
+        self.conn.send(("run",))
         reply = self.recv()
         reply["other_load"] = max(0.0, (busy_cpu() - busy - reply["cpu"]) / reply["time"])
-        return reply
-
-    def stop(self) -> dict:
-        self.conn.send("stop")
-        reply = self.recv()
-        self.process.join(timeout=60)
         return reply
 
 
@@ -389,28 +359,6 @@ def table(results: dict[str, dict[str, dict]]) -> str:
     for part, label, wall, cpu in ratios(results):
         lines.append(f"| {part} | {label} | **{wall:.2f}** | {'–' if cpu is None else f'{cpu:.2f}'} |")
     return "\n".join(lines)
-
-
-def machine() -> dict[str, str]:
-    """CPU, cores, RAM, bf16 instructions, versions and the date."""
-    cpu, flags = platform.processor() or "?", set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            lines = f.read().splitlines()
-        cpu = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
-        flags = set(next(line.split(":", 1)[1].split() for line in lines if line.startswith("flags")))
-    except (OSError, StopIteration):
-        pass
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    try:
-        ram = f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB"
-    except (ValueError, OSError):
-        ram = "?"
-    versions = {name: importlib.metadata.version(name) for name in ("tensorflow", "keras", "keras-hub")}
-    return {"cpu": cpu, "cores": f"{os.cpu_count()} logical ({usable} usable)", "ram": ram,
-            "bf16_instructions": ", ".join(sorted(f for f in flags if "bf16" in f or f.startswith("amx"))) or "none",
-            "python": platform.python_version(), **versions,
-            "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M")}
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, dict]]:

@@ -38,13 +38,10 @@ the order rotating, and the speed is given relative to the reference, as for the
 from __future__ import annotations
 
 import argparse
-import datetime
 import hashlib
-import importlib.metadata
 import json
 import multiprocessing
 import os
-import platform
 import resource
 import statistics
 import sys
@@ -53,6 +50,8 @@ import time
 import traceback
 from dataclasses import dataclass
 from typing import Any
+
+from _host import SpawnedWorker, busy_cpu, machine, rss_mib
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # inherited by the spawned workers
 
@@ -178,12 +177,6 @@ def epoch_timer() -> Any:
     return EpochTimer()
 
 
-def rss_mib() -> float:
-    import psutil
-
-    return psutil.Process().memory_info().rss / 2**20
-
-
 def worker(conn: Any, variant: str, setting: Setting, batch_size: int, warmup_epochs: int, log_path: str) -> None:
     """Build and warm up, then answer ``("run", epochs)`` with epoch times until ``("stop",)``."""
     log = open(log_path, "w")  # TensorFlow's C++ and Python chatter goes here, not into the table
@@ -212,14 +205,6 @@ def worker(conn: Any, variant: str, setting: Setting, batch_size: int, warmup_ep
 
 
 # ---------------------------------------------------------------------------------------------- parent
-def busy_cpu() -> float:
-    """CPU-seconds the machine has spent busy so far (all processes, and time stolen by the hypervisor)."""
-    import psutil
-
-    t = psutil.cpu_times()
-    return sum(getattr(t, field, 0.0) for field in ("user", "nice", "system", "irq", "softirq", "steal"))
-
-
 def wait_for_quiet(limit: float, budget: list[float]) -> float:
     """Sleep, from the shared ``budget`` of seconds, while other processes keep more than ``limit`` cores
     busy (the workers are idle meanwhile); return the seconds waited."""
@@ -235,20 +220,13 @@ def wait_for_quiet(limit: float, budget: list[float]) -> float:
     return waited
 
 
-class Worker:
-    def __init__(self, ctx: Any, variant: str, setting: Setting, args: argparse.Namespace) -> None:
-        self.variant = variant
-        self.log_path = os.path.join(args.log_dir, f"{setting.slug}-{variant}.log")
-        self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=worker, daemon=True, args=(
-            child, variant, setting, args.batch_size, args.warmup_epochs, self.log_path))
-        self.process.start()
+class Worker(SpawnedWorker):
+    """One (setting, variant)'s spawned worker process and its pipe."""
 
-    def recv(self) -> Any:
-        reply = self.conn.recv()
-        if isinstance(reply, dict) and "error" in reply:
-            raise RuntimeError(f"{self.variant} worker failed (log: {self.log_path}):\n{reply['error']}")
-        return reply
+    def __init__(self, ctx: Any, variant: str, setting: Setting, args: argparse.Namespace) -> None:
+        super().__init__(ctx, variant, os.path.join(args.log_dir, f"{setting.slug}-{variant}.log"), worker,
+                         (variant, setting, args.batch_size, args.warmup_epochs))
+        self.variant = variant
 
     def run(self, epochs: int) -> dict:
         """Time ``epochs`` epochs; ``other_load``: cores kept busy meanwhile by anything but this worker."""
@@ -256,12 +234,6 @@ class Worker:
         self.conn.send(("run", epochs))
         reply = self.recv()
         reply["other_load"] = max(0.0, (busy_cpu() - busy - reply["cpu"]) / (time.perf_counter() - start))
-        return reply
-
-    def stop(self) -> dict:
-        self.conn.send(("stop",))
-        reply = self.recv()
-        self.process.join(timeout=60)
         return reply
 
 
@@ -329,24 +301,6 @@ def summarise(group: Group, info: dict[Member, dict], state: dict, repeats: int)
                      "set_aside": [{f"{s.name}/{v}": r for (s, v), r in u.items()}
                                    for u in disturbed[repeats - len(quiet):]]}
     return result
-
-
-def machine() -> dict[str, str]:
-    cpu = platform.processor() or "?"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {
-        "cpu": cpu,
-        "cores": f"{os.cpu_count()} logical ({usable} usable)",
-        "python": platform.python_version(),
-        "tensorflow": importlib.metadata.version("tensorflow"),
-        "keras": importlib.metadata.version("keras"),
-        "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
-    }
 
 
 def main(argv: list[str] | None = None) -> None:

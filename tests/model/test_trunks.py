@@ -89,3 +89,17 @@ def test_trunk_trains_end_to_end(trunk, weighting, tmp_path, slice_csv):
     assert result.metrics["test"]["income"]["auc"] > 0.6
     if weighting == "gradnorm":
         assert result.model.weighting.layers == ["ple_1_shared_0_dense_0", "ple_1_shared_1_dense_0"]
+    # exported and served like the default trunk: mtl's SavedModel, loaded as TF Serving and the REST server do
+    from mtl.evaluation import predict
+    from mtl.export import export_run
+    from mtl.serving.loader import load
+
+    version_dir = export_run(result.run_dir, tmp_path / "exports", "adult")
+    served = load(version_dir.parent)
+    test = result.data.test.features
+    columns = {c: [v.decode() if isinstance(v, bytes) else v for v in np.asarray(test[c]).reshape(-1)]
+               for c in served.inputs}
+    expected = predict(result.model, result.data.test)
+    outputs = served.predict(columns)
+    for task in ("income", "hours_per_week"):
+        np.testing.assert_allclose(outputs[task], expected[task], rtol=1e-4, atol=1e-5)

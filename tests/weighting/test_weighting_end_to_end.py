@@ -55,6 +55,28 @@ def test_dwa_weights_in_history_follow_the_logged_losses(tmp_path, slice_csv):
     np.testing.assert_allclose(history.loc[2, [f"{t}_weight" for t in tasks]].astype(float), expected, rtol=1e-4)
 
 
+
+def test_resumed_dwa_run_weights_its_next_epoch_from_the_restored_loss_history(tmp_path, slice_csv):
+    """A run stopped after epoch 2 of 3 and resumed: DWA's epoch-3 weights come from the checkpointed losses
+    of epochs 1 and 2 (a strategy that lost its state would start over with weights 1 and 1)."""
+    import yaml
+
+    raw = tiny_config(path=str(slice_csv), training__weighting={"name": "dwa", "temperature": 1.0},
+                      training__epochs=2)
+    run = mtl.train(config_from_dict(raw), tmp_path / "run").run_dir
+    for finished in ("metrics.json", "model.keras"):  # as if killed after the epoch-2 checkpoint
+        (run / finished).unlink()
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    saved["training"]["epochs"] = 3
+    (run / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))  # task order kept
+    history = pd.read_csv(mtl.resume(str(run)).run_dir / "history.csv")
+    assert history["epoch"].tolist() == [0, 1, 2]
+    tasks = ["income", "hours_per_week"]
+    ratios = np.array([history[f"{t}_loss"][1] / history[f"{t}_loss"][0] for t in tasks])
+    expected = 2 * np.exp(ratios) / np.exp(ratios).sum()
+    assert not np.allclose(expected, 1.0, atol=1e-3)
+    np.testing.assert_allclose(history.loc[2, [f"{t}_weight" for t in tasks]].astype(float), expected, rtol=1e-4)
+
 def one_step(adult_slice, weighting):
     from mtl.tasks import build_tasks
 
