@@ -1,6 +1,6 @@
 """Low-label benchmark (issue 5), tabular half: does an auxiliary task help when main-task labels are scarce?
 
-Run (about 30 minutes on 2 cores)::
+Run (24 minutes on 2 idle cores)::
 
     python benchmarks/low_label.py --out benchmarks/low_label.json
     python benchmarks/low_label.py --quick                     # a smoke run: 1 seed, 1 epoch, 2 variants
