@@ -20,7 +20,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parents[1]
 
 
-
 @pytest.fixture(autouse=True)
 def _restore_main_module():
     """Put ``sys.modules["__main__"]`` back after each test: Streamlit's AppTest replaces it with the app script,

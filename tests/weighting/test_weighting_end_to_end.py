@@ -55,7 +55,6 @@ def test_dwa_weights_in_history_follow_the_logged_losses(tmp_path, slice_csv):
     np.testing.assert_allclose(history.loc[2, [f"{t}_weight" for t in tasks]].astype(float), expected, rtol=1e-4)
 
 
-
 def test_resumed_dwa_run_weights_its_next_epoch_from_the_restored_loss_history(tmp_path, slice_csv):
     """A run stopped after epoch 2 of 3 and resumed: DWA's epoch-3 weights come from the checkpointed losses
     of epochs 1 and 2 (a strategy that lost its state would start over with weights 1 and 1)."""
@@ -76,6 +75,7 @@ def test_resumed_dwa_run_weights_its_next_epoch_from_the_restored_loss_history(t
     expected = 2 * np.exp(ratios) / np.exp(ratios).sum()
     assert not np.allclose(expected, 1.0, atol=1e-3)
     np.testing.assert_allclose(history.loc[2, [f"{t}_weight" for t in tasks]].astype(float), expected, rtol=1e-4)
+
 
 def one_step(adult_slice, weighting):
     from mtl.tasks import build_tasks
