@@ -20,6 +20,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def benchmark_module(name: str):
+    """Import ``benchmarks/<name>.py`` by name, as its spawned workers do (they find it and ``_host`` on sys.path)."""
+    import importlib
+
+    path = str(ROOT / "benchmarks")
+    if path not in sys.path:
+        sys.path.insert(0, path)
+    return importlib.import_module(name)
+
+
 @pytest.fixture(autouse=True)
 def _restore_main_module():
     """Put ``sys.modules["__main__"]`` back after each test: Streamlit's AppTest replaces it with the app script,

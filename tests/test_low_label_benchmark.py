@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 
 import pytest
-from conftest import ROOT
+from conftest import benchmark_module
 
 
 @pytest.fixture(scope="module")
 def low_label():
-    spec = importlib.util.spec_from_file_location("low_label", ROOT / "benchmarks" / "low_label.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["low_label"] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_module("low_label")
 
 
 def test_quick_run_prints_the_expected_rows(low_label, tmp_path, capsys):

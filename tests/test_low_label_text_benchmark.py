@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import benchmark_module
 
 
 def _benchmark():
-    spec = importlib.util.spec_from_file_location("low_label_text", ROOT / "benchmarks" / "low_label_text.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_module("low_label_text")
 
 
 def test_label_subsets_are_stratified_and_nested() -> None:

@@ -8,17 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT
+from conftest import benchmark_module
 
 
 @pytest.fixture()
 def bench(monkeypatch: pytest.MonkeyPatch) -> Any:
     """The benchmark module, importable by name so that its spawned workers can import it too."""
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     monkeypatch.delenv("MTL_REFERENCE_PYTHON", raising=False)
-    import text_throughput
-
-    return text_throughput
+    return benchmark_module("text_throughput")
 
 
 @pytest.mark.slow
