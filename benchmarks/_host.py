@@ -5,11 +5,15 @@ Shared by the benchmark scripts (run from ``benchmarks/``, so importable by name
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import importlib.metadata
 import os
 import platform
-from collections.abc import Callable
+import resource
+import sys
+import traceback
+from collections.abc import Callable, Iterator
 from typing import Any
 
 PACKAGES = ("tensorflow", "keras", "keras-hub")
@@ -50,6 +54,23 @@ def rss_mib() -> float:
     import psutil
 
     return psutil.Process().memory_info().rss / 2**20
+
+
+@contextlib.contextmanager
+def worker_side(conn: Any, log_path: str) -> Iterator[None]:
+    """The body of a ``SpawnedWorker``'s target: stderr (TensorFlow's chatter) goes to ``log_path``; when the body
+    ends, the worker's peak RSS is its last reply; an exception is sent to the parent with its traceback."""
+    log = open(log_path, "w")
+    os.dup2(log.fileno(), 2)
+    sys.stderr = log
+    try:
+        yield
+        conn.send({"peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+    except BaseException:
+        traceback.print_exc()
+        log.flush()
+        conn.send({"error": traceback.format_exc()})
+        raise
 
 
 class SpawnedWorker:

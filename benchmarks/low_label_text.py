@@ -58,14 +58,12 @@ difference ``AUC - AUC_single`` per seed (mean ± std) and in how many seeds the
 from __future__ import annotations
 
 import argparse
-import datetime
 import gc
 import hashlib
 import json
 import logging
 import math
 import os
-import platform
 import resource
 import statistics
 import sys
@@ -78,6 +76,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from _host import machine  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -495,9 +494,7 @@ def main(argv: list[str] | None = None) -> int:
                                 for k, v in timings.items()))
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        meta = {"date": datetime.date.today().isoformat(), "machine": platform.platform(),
-                "cpus": os.cpu_count(), "args": {k: str(v) if isinstance(v, Path) else v
-                                                  for k, v in vars(args).items()}}
+        meta = {"machine": machine(), "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}
         args.out.write_text(json.dumps({"meta": meta, "timings": timings, "summary": rows, "runs": records},
                                        indent=2))
     return 0

@@ -47,15 +47,13 @@ import os
 import resource
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from _host import SpawnedWorker, busy_cpu, machine, rss_mib
+from _host import SpawnedWorker, busy_cpu, machine, rss_mib, worker_side
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # inherited by the spawned workers
 
@@ -174,11 +172,8 @@ def build_training(variant: Variant, warmup_steps: int, steps: int) -> tuple[Any
 
 
 def worker(conn: Any, variant: Variant, args: dict, log_path: str) -> None:
-    """Build and warm up, then answer ``"run"`` with the wall and CPU time of one run until ``"stop"``."""
-    log = open(log_path, "w")  # TensorFlow's chatter goes here, not into the table
-    os.dup2(log.fileno(), 2)
-    sys.stderr = log
-    try:
+    """Build and warm up, then answer ``("run",)`` with the wall and CPU time of one run until ``("stop",)``."""
+    with worker_side(conn, log_path):
         import keras
 
         keras.config.set_dtype_policy(PRECISIONS[variant.precision])  # before anything is built
@@ -198,12 +193,6 @@ def worker(conn: Any, variant: Variant, args: dict, log_path: str) -> None:
                 reply["vectors"] = out  # compared across variants: trimming must not change the vectors
             first = False
             conn.send(reply)
-        conn.send({"peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
-    except BaseException:
-        traceback.print_exc()
-        log.flush()
-        conn.send({"error": traceback.format_exc()})
-        raise
 
 
 # ---------------------------------------------------------------------------------------------- parent

@@ -42,16 +42,13 @@ import hashlib
 import json
 import multiprocessing
 import os
-import resource
 import statistics
-import sys
 import tempfile
 import time
-import traceback
 from dataclasses import dataclass
 from typing import Any
 
-from _host import SpawnedWorker, busy_cpu, machine, rss_mib
+from _host import SpawnedWorker, busy_cpu, machine, rss_mib, worker_side
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # inherited by the spawned workers
 
@@ -179,10 +176,7 @@ def epoch_timer() -> Any:
 
 def worker(conn: Any, variant: str, setting: Setting, batch_size: int, warmup_epochs: int, log_path: str) -> None:
     """Build and warm up, then answer ``("run", epochs)`` with epoch times until ``("stop",)``."""
-    log = open(log_path, "w")  # TensorFlow's C++ and Python chatter goes here, not into the table
-    os.dup2(log.fileno(), 2)
-    sys.stderr = log
-    try:
+    with worker_side(conn, log_path):
         model, dataset, rows, digest = build(variant, setting, batch_size)
         setup_rss = rss_mib()
         hooks = []
@@ -196,12 +190,6 @@ def worker(conn: Any, variant: str, setting: Setting, batch_size: int, warmup_ep
             timer, cpu = epoch_timer(), time.process_time()
             model.fit(dataset, epochs=command[1], verbose=0, shuffle=False, callbacks=[*hooks, timer])
             conn.send({"times": timer.times, "cpu": time.process_time() - cpu})
-        conn.send({"peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
-    except BaseException:
-        traceback.print_exc()
-        log.flush()
-        conn.send({"error": traceback.format_exc()})
-        raise
 
 
 # ---------------------------------------------------------------------------------------------- parent

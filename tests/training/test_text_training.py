@@ -58,7 +58,7 @@ def test_export_takes_raw_strings_and_returns_word_tags(joint_run):
     out = model.predict({"text": ["show me flights from boston to denver", "hi"]})
     assert out["slots"].shape[:2] == (2, 7) and out["slots_tags"].shape == (2, 7)
     one_word = [t.decode() for t in out["slots_tags"][1]]  # "hi": one tag, then padding
-    assert one_word[0] in load(joint_run["export"]).tasks["slots"]["classes"] and one_word[1:] == [""] * 6
+    assert one_word[0] in model.tasks["slots"]["classes"] and one_word[1:] == [""] * 6
     keras_model = joint_run["result"].model
     direct = keras_model.predict_on_batch({"text": np.array(["show me flights from boston to denver", "hi"])})
     np.testing.assert_allclose(out["intent"], direct["intent"], atol=1e-5)
