@@ -1,7 +1,9 @@
 """Streamlit app: predict one row with an exported model (``streamlit run app.py``).
 
-The form is built from the export alone: a number input per numeric feature, a select box of the training
-vocabulary per categorical feature and a text area per text feature (read from ``assets/mtl_metadata.json``).
+The form is built from the export alone (``assets/mtl_metadata.json``): each feature kind draws its widget (a
+number starting at the training mean, a select box of the training vocabulary starting at its most frequent value,
+a text area, ...), and each task type shows its output. The form's values are parsed by the same rule as
+training.
 It uses the newest version of the export base unless another is chosen. The export base comes from
 ``MTL_EXPORT`` (default ``exports/adult``) and can be changed in the sidebar.
 """
@@ -38,43 +40,23 @@ except MtlError as exc:
     st.stop()
 
 st.caption(f"model: `{model.path}` (version {model.version})")
-features = model.metadata.get("features", {})
-vocabularies = features.get("categorical", {})
-texts = set(features.get("text", []))
 row: dict = {}
 left, right = st.columns(2)
-for i, (name, kind) in enumerate(model.inputs.items()):
-    column = left if i % 2 == 0 else right
-    if kind == "float":
-        row[name] = column.number_input(name, value=0.0, step=1.0, key=f"in_{name}")
-    elif name in texts:
-        row[name] = st.text_area(name, key=f"in_{name}")
-    else:
-        options = vocabularies.get(name) or [""]
-        row[name] = column.selectbox(name, options, key=f"in_{name}")
+for i, feature in enumerate(model.features.values()):
+    row[feature.column] = feature.app_input(left if i % 2 == 0 else right)  # each kind draws its own widget
 
 if st.button("Predict", type="primary", key="predict"):
     import pandas as pd
 
+    from mtl.tasks import TASK_TYPES
+
     try:
-        table = model.predict_frame(pd.DataFrame([row]), where="form")
+        table = model.predict_frame(pd.DataFrame({c: [v] for c, v in row.items()}, dtype=object), where="form")
     except MtlError as exc:
         st.error(str(exc))
         st.stop()
     st.subheader("Predictions")
     result = table.iloc[0]
-    for task, info in model.tasks.items():
-        if info["type"] == "binary":
-            st.metric(f"{task}: P({info['classes'][1]})", f"{result[task]:.6f}", help=f"threshold {info['threshold']}")
-            st.write(f"{task} label: **{result[f'{task}_label']}**")
-        elif info["type"] == "regression":
-            st.metric(task, f"{result[task]:.6f}")
-        elif info["type"] == "tagging":
-            words = row[next(iter(texts))].split()
-            st.write(f"{task}:")
-            st.dataframe(pd.DataFrame({"word": words, "tag": result[task][:len(words)]}), hide_index=True)
-        else:
-            st.metric(f"{task}: most likely", str(result[f"{task}_label"]))
-            st.dataframe(pd.DataFrame({"class": info["classes"],
-                                       "probability": [result[f"{task}_{c}"] for c in info["classes"]]}),
-                         hide_index=True)
+    words = [w for f in model.features.values() if f.provides_words for w in str(row[f.column] or "").split()]
+    for task, entry in model.tasks.items():
+        TASK_TYPES[entry["type"]].show_in_app(st, task, entry, result, words)

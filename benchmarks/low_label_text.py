@@ -237,7 +237,7 @@ def train_frozen(raw: dict, table: pd.DataFrame, vectors: np.ndarray) -> dict[st
     from mtl.data import SplitData, prepare
     from mtl.evaluation import evaluate_split, predict
     from mtl.model import MultiTaskModel
-    from mtl.model.trunks import build_trunk, last_shared_layers
+    from mtl.model.trunks import build_trunk
     from mtl.tasks import build_tasks
     from mtl.training.batches import to_dataset
     from mtl.training.callbacks import DivergenceGuard, LossWeightScheduler, WeightingEpochHooks
@@ -255,11 +255,11 @@ def train_frozen(raw: dict, table: pd.DataFrame, vectors: np.ndarray) -> dict[st
     train_x = splits["train"].features["embedding"]
     x = keras.layers.Normalization(axis=-1, mean=train_x.mean(0), variance=np.maximum(train_x.var(0), 1e-12),
                                    name="embedding_normalise")(inputs["embedding"])
-    representations = build_trunk(x, config.model.trunk, list(tasks))
-    outputs = {name: task.build_head(representations[name], config.model.head) for name, task in tasks.items()}
+    trunk = build_trunk(x, config.model.trunk, list(tasks))
+    outputs = {name: task.build_head(trunk.representations[name], config.model.head) for name, task in tasks.items()}
     weighting = {k: v for k, v in t.weighting.model_dump().items() if v is not None}
     if weighting["name"] == "gradnorm":
-        weighting["layers"] = last_shared_layers(config.model.trunk, list(tasks))
+        weighting["layers"] = [layer.name for layer in trunk.last_shared]
     model = MultiTaskModel(inputs=inputs, outputs=outputs, tasks=[task.get_config() for task in tasks.values()],
                            weighting=weighting, name="multitask")
     steps = math.ceil(len(splits["train"]) / t.batch_size)

@@ -127,32 +127,28 @@ def build_training(variant: Variant, warmup_steps: int, steps: int) -> tuple[Any
     import yaml
 
     from mtl.config import config_from_dict
-    from mtl.data import prepare, read_table
-    from mtl.model import build_model
-    from mtl.tasks import build_tasks
+    from mtl.data import load_data
+    from mtl.model import TextEncoder, build_model
     from mtl.training.batches import to_dataset
 
     raw = yaml.safe_load(CONFIG.read_text(encoding="utf-8"))
     raw["tasks"] = {name: raw["tasks"][name] for name in TASKS}
     raw["training"].update(epochs=1, verbose=0, batch_size=BATCH_SIZE, steps_per_execution=1)
     cfg = config_from_dict(raw, source=str(CONFIG))
-    t, window = cfg.training, cfg.data.window
-    frame, source = read_table(dataset=cfg.data.dataset)
-    tasks = build_tasks(cfg.tasks)
-    data = prepare(frame, cfg, tasks, source)
+    t = cfg.training
+    data, tasks = load_data(cfg)
+    text = data.words_column
 
     keras.utils.set_random_seed(cfg.seed)
-    model = build_model(cfg.model, tasks, data.numeric, data.categorical, data.train.features,
-                        weighting=t.weighting.model_dump(), text=data.text, max_length=cfg.data.max_length,
-                        stride=window.stride if window else None)
-    encoder = model.get_layer(f"{data.text}_encoder")
+    model = build_model(cfg.model, tasks, data.features, weighting=t.weighting.model_dump())
+    encoder = next(layer for layer in model.layers if isinstance(layer, TextEncoder))
     encoder.trim = variant.trim
     model.compile(optimizer=keras.optimizers.AdamW(learning_rate=t.learning_rate, weight_decay=t.weight_decay),
                   steps_per_execution=1, jit_compile=False)
 
-    batches = to_dataset(data.train, BATCH_SIZE, bucket_by=data.text if t.bucket_by_length else None)
+    batches = to_dataset(data.train, BATCH_SIZE, bucket_by=text if t.bucket_by_length else None)
     batches = batches.take(warmup_steps + steps).cache()
-    rows = [int(features[data.text].shape[0]) for features, _, _ in batches]  # fills the cache
+    rows = [int(features[text].shape[0]) for features, _, _ in batches]  # fills the cache
     if len(rows) < warmup_steps + steps:
         raise ValueError(f"the training split has only {len(rows)} batches")
     # A known cardinality: fit then stops after the last batch instead of running a step into the end of the
@@ -166,7 +162,7 @@ def build_training(variant: Variant, warmup_steps: int, steps: int) -> tuple[Any
         model.fit(timed, epochs=1, verbose=0, shuffle=False)
 
     info = {"rows": sum(rows[warmup_steps:]), "params": model.count_params(), "max_length": cfg.data.max_length,
-            "stride": window.stride if window else None, "dtype_policy": encoder.backbone.dtype_policy.name,
+            "stride": encoder.stride, "dtype_policy": encoder.backbone.dtype_policy.name,
             "optimizer": f"AdamW({t.learning_rate:g}, weight_decay={t.weight_decay:g})"}
     return run, info
 

@@ -118,16 +118,13 @@ def build(variant: str, setting: Setting, batch_size: int) -> tuple[Any, Any, in
     import tensorflow as tf
 
     from mtl.config import config_from_dict
-    from mtl.data import prepare, read_table
+    from mtl.data import load_data
     from mtl.model import build_model
-    from mtl.tasks import build_tasks
 
     cfg = config_from_dict({"data": {"dataset": "adult", "features": FEATURES, "split": {"stratify": "income"}},
                             "tasks": TASKS, "model": {"trunk": {"type": setting.trunk}},
                             "training": {"weighting": setting.weighting}})
-    frame, source = read_table(dataset="adult")
-    tasks = build_tasks(cfg.tasks)
-    data = prepare(frame, cfg, tasks, source)
+    data, tasks = load_data(cfg)
     train = data.train
 
     weights = {name: np.asarray(w, dtype="float32").copy() for name, w in train.weights.items()}
@@ -139,8 +136,7 @@ def build(variant: str, setting: Setting, batch_size: int) -> tuple[Any, Any, in
                .batch(batch_size).cache().prefetch(2))
 
     keras.utils.set_random_seed(SEED)
-    mtl_model = build_model(cfg.model, tasks, data.numeric, data.categorical, train.features,
-                            weighting=cfg.training.weighting.model_dump())
+    mtl_model = build_model(cfg.model, tasks, data.features, weighting=cfg.training.weighting.model_dump())
     plain = keras.Model(mtl_model.input, mtl_model.output, name="plain")  # the same layers, a stock train_step
     digest = hashlib.sha256(b"".join(np.ascontiguousarray(w).tobytes() for w in plain.get_weights())).hexdigest()
 

@@ -51,7 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--model", required=True, metavar="PATH",
                          help="a run directory, an export version folder, or an export base (newest version)")
     rows = predict.add_mutually_exclusive_group(required=True)
-    rows.add_argument("--input", help="rows to predict: .csv or .jsonl (one raw feature per column)")
+    rows.add_argument("--input",
+                      help="rows to predict: .csv, .tsv, .parquet, .jsonl or .json (one raw feature per column)")
     rows.add_argument("--row", help="one row as a JSON object, e.g. '{\"age\": 39, ...}'")
     rows.add_argument("--text", help="one text, for a model whose only input is a text column")
     predict.add_argument("--output", help="write the predictions to this CSV (default: print them)")

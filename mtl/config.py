@@ -2,6 +2,10 @@
 
 Every key is documented in the README. Errors name the file and the key path, and an unknown key
 comes with the nearest valid one, e.g. ``my.yaml: tasks.income.tpye: unknown key (did you mean 'type'?)``.
+Task types and feature kinds own their keys: ``tasks.<name>`` is the union of the registered types'
+``config_class`` (``mtl.tasks``), ``data.features`` has one key per registered kind (``mtl.features``).
+A config file larger than ``MAX_CONFIG_BYTES`` or expanding (through YAML aliases) to more than
+``MAX_CONFIG_NODES`` values is refused before it is built.
 """
 
 from __future__ import annotations
@@ -15,43 +19,56 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, create_model, field_validator, model_validator
 
+from mtl._schema import Strict as _Strict
+from mtl._schema import WeightSchedule
 from mtl.errors import MtlError
+from mtl.features import FEATURE_KINDS, configured_columns
+from mtl.features import shown as quote_value
+from mtl.tasks import TASK_TYPES
 
 __all__ = [
     "Config",
     "WeightSchedule",
+    "MAX_CONFIG_BYTES",
+    "MAX_CONFIG_NODES",
     "load_config",
     "apply_overrides",
     "config_from_dict",
     "dump_config",
 ]
 
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+MAX_CONFIG_BYTES = 1024 * 1024
+MAX_CONFIG_NODES = 100_000
 
 
 # ----------------------------------------------------------------------------- data
-class FeaturesConfig(_Strict):
-    numeric: list[str] = []
-    categorical: list[str] = []
-    text: str | None = Field(None, description="a column of raw text, read by model.backbone")
-
+class _FeaturesBase(_Strict):
     @model_validator(mode="after")
-    def _distinct(self) -> FeaturesConfig:
-        both = sorted(set(self.numeric) & set(self.categorical))
-        if both:
-            raise ValueError(f"column(s) {both} are listed as both numeric and categorical")
-        if self.text is not None and self.text in self.numeric + self.categorical:
-            raise ValueError(f"column {self.text!r} is listed as text and as numeric or categorical")
-        if not self.numeric and not self.categorical and self.text is None:
-            raise ValueError("no input features: list columns under numeric, categorical and/or text")
+    def _distinct(self) -> _FeaturesBase:
+        seen: dict[str, str] = {}
+        for kind, column in configured_columns(self):
+            if column in seen:
+                raise ValueError(f"column {column!r} is listed as {seen[column]} and as {kind}")
+            seen[column] = kind
+        if not seen:
+            raise ValueError(f"no input features: list columns under {', '.join(FEATURE_KINDS)}")
         return self
 
     def columns(self) -> list[str]:
-        return self.numeric + self.categorical + ([self.text] if self.text else [])
+        return [column for _, column in configured_columns(self)]
+
+
+def _features_fields() -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    for kind, cls in FEATURE_KINDS.items():
+        fields[kind] = (list[str], Field(default_factory=list, description=cls.description)) if cls.many else (
+            str | None, Field(None, description=cls.description))
+    return fields
+
+
+FeaturesConfig = create_model("FeaturesConfig", __base__=_FeaturesBase, **_features_fields())
 
 
 class SplitConfig(_Strict):
@@ -89,6 +106,9 @@ class DataConfig(_Strict):
     split: SplitConfig = SplitConfig()
     max_length: int = Field(256, ge=8, description="text: word pieces per window, [CLS] and [SEP] included")
     window: WindowConfig | None = None
+    non_finite: Literal["error", "missing"] = Field(
+        "error", description="a non-finite number (inf) in a numeric or vector feature: an error naming its column "
+        "and row, or read as missing")
 
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:
@@ -101,90 +121,10 @@ class DataConfig(_Strict):
 
 
 # ----------------------------------------------------------------------------- tasks
-class WeightSchedule(_Strict):
-    """A task's loss weight as a function of the epoch (see ``mtl.weighting.LossWeightSchedule``)."""
+TASK_TYPE_NAMES = tuple(TASK_TYPES)
 
-    schedule: Literal["constant", "linear", "step", "cosine", "exponential"]
-    start: float = Field(ge=0)
-    end: float | None = Field(None, ge=0)
-    epochs: int | None = Field(None, ge=1, description="epochs to go from start to end (default: all)")
-    at: int | None = Field(None, ge=0, description="step schedule: the epoch from which `end` holds")
-
-    @model_validator(mode="after")
-    def _needs(self) -> WeightSchedule:
-        if self.schedule != "constant" and self.end is None:
-            raise ValueError(f"a {self.schedule} schedule needs `end`")
-        if self.schedule == "step" and self.at is None:
-            raise ValueError("a step schedule needs `at` (the epoch from which `end` holds)")
-        if self.schedule == "exponential" and (self.start <= 0 or (self.end or 0) <= 0):
-            raise ValueError("an exponential schedule needs start > 0 and end > 0")
-        return self
-
-
-class LossConfig(_Strict):
-    name: str
-    gamma: float | None = Field(None, ge=0, description="focal losses")
-    alpha: float | None = Field(None, ge=0, le=1, description="binary focal loss")
-    delta: float | None = Field(None, gt=0, description="huber loss, in standard deviations")
-
-
-def _loss(value: Any) -> Any:
-    return {"name": value} if isinstance(value, str) else value
-
-
-class _TaskBase(_Strict):
-    column: str
-    loss: Annotated[LossConfig | None, Field(None)] = None
-    metrics: list[str] | None = None
-    weight: float | WeightSchedule = Field(1.0)
-    label_fraction: float = Field(1.0, gt=0, le=1)
-    trainable: bool = True
-
-    _coerce_loss = field_validator("loss", mode="before")(_loss)
-
-    @field_validator("weight")
-    @classmethod
-    def _non_negative(cls, v: float | WeightSchedule) -> float | WeightSchedule:
-        if isinstance(v, float) and v < 0:
-            raise ValueError("a loss weight must be >= 0")
-        return v
-
-
-UnseenLabels = Literal["error", "ignore"]
-
-
-class BinaryTaskConfig(_TaskBase):
-    type: Literal["binary"]
-    positive: str | int | float | bool | None = None
-    threshold: float = Field(0.5, gt=0, lt=1)
-    class_weight: Literal["balanced"] | dict[str, float] | None = None
-    unseen_labels: UnseenLabels = "error"
-
-
-class MulticlassTaskConfig(_TaskBase):
-    type: Literal["multiclass"]
-    class_weight: Literal["balanced"] | dict[str, float] | None = None
-    unseen_labels: UnseenLabels = "error"
-    parent: str | None = Field(None, description="a multiclass task whose output feeds this one (a label tree)")
-
-
-class RegressionTaskConfig(_TaskBase):
-    type: Literal["regression"]
-
-
-class TaggingTaskConfig(_TaskBase):
-    """One BIO tag per white-space word of ``data.features.text`` (a list, or tags separated by spaces)."""
-
-    type: Literal["tagging"]
-    unseen_labels: UnseenLabels = "error"
-
-
-TASK_TYPE_NAMES = ("binary", "multiclass", "regression", "tagging")
-
-TaskConfig = Annotated[
-    BinaryTaskConfig | MulticlassTaskConfig | RegressionTaskConfig | TaggingTaskConfig,
-    Field(discriminator="type"),
-]
+TaskConfig = Annotated[Union[tuple(cls.config_class for cls in TASK_TYPES.values())],  # noqa: UP007
+                       Field(discriminator="type")]
 
 
 # ----------------------------------------------------------------------------- model
@@ -442,7 +382,7 @@ class Config(_Strict):
     @model_validator(mode="after")
     def _cross_references(self) -> Config:
         names = list(self.tasks)
-        classifiers = [n for n, t in self.tasks.items() if t.type in ("binary", "multiclass")]
+        classifiers = [n for n, t in self.tasks.items() if TASK_TYPES[t.type].classifier]
         strat = self.data.split.stratify
         if strat is not None and strat not in classifiers:
             raise ValueError(_ref_message("data.split.stratify", strat, classifiers, "a binary or multiclass task"))
@@ -458,43 +398,36 @@ class Config(_Strict):
                 raise ValueError(f"tasks.{name}: a task cannot share its name with the input feature {name!r}; "
                                  "rename the task")
         self._check_weighting()
-        self._check_text()
+        self._check_features()
         self._check_parents()
         smote = self.training.smote
-        if smote is not None:
-            if smote.task in self.tasks and self.tasks[smote.task].type == "regression":
-                raise ValueError(
-                    f"training.smote.task: SMOTE needs a binary or multiclass task, "
-                    f"but {smote.task!r} is a regression task"
-                )
-            if smote.task not in classifiers:
-                raise ValueError(_ref_message("training.smote.task", smote.task, classifiers, "a classification task"))
+        if smote is not None and smote.task not in classifiers:
+            if smote.task in self.tasks:
+                raise ValueError(f"training.smote.task: SMOTE needs a classification task (binary or multiclass), "
+                                 f"but {smote.task!r} is a {self.tasks[smote.task].type} task")
+            raise ValueError(_ref_message("training.smote.task", smote.task, classifiers, "a classification task"))
         return self
 
-    def _check_text(self) -> None:
-        text = self.data.features.text
-        tagging = [n for n, t in self.tasks.items() if t.type == "tagging"]
-        if text is None:
-            if tagging:
-                raise ValueError(f"tasks.{tagging[0]}: a tagging task needs data.features.text (the words it tags)")
-            if self.model.backbone is not None:
-                raise ValueError("model.backbone: a backbone reads text, but data.features.text is not set")
-            return
-        if self.model.backbone is None:
-            self.model.backbone = BackboneConfig()
-        if self.training.smote is not None:
-            raise ValueError("training.smote: SMOTE interpolates numbers and cannot make synthetic text")
-        if self.training.jit_compile:
-            raise ValueError("training.jit_compile: XLA cannot compile the in-graph tokenizer; set it to false")
+    def _check_features(self) -> None:
+        """Each configured kind checks the rest of the config (a text column needs a backbone, ...); word-level
+        tasks need a kind that gives words."""
+        kinds = {kind for kind, _ in configured_columns(self.data.features)}
+        for kind in FEATURE_KINDS:
+            FEATURE_KINDS[kind].check_config(self, kind in kinds)
+        word_level = [n for n, t in self.tasks.items() if TASK_TYPES[t.type].level == "word"]
+        if word_level and not any(FEATURE_KINDS[k].provides_words for k in kinds):
+            raise ValueError(f"tasks.{word_level[0]}: a {self.tasks[word_level[0]].type} task needs "
+                             "data.features.text (the words it tags)")
 
     def _check_parents(self) -> None:
         for name, task in self.tasks.items():
             parent = getattr(task, "parent", None)
             if parent is None:
                 continue
-            multiclass = [n for n, t in self.tasks.items() if t.type == "multiclass" and n != name]
-            if parent not in multiclass:
-                raise ValueError(_ref_message(f"tasks.{name}.parent", parent, multiclass, "another multiclass task"))
+            same_type = [n for n, t in self.tasks.items() if t.type == task.type and n != name]
+            if parent not in same_type:
+                raise ValueError(_ref_message(f"tasks.{name}.parent", parent, same_type,
+                                              f"another {task.type} task"))
             seen, node = [name], parent
             while node is not None:
                 if node in seen:
@@ -531,18 +464,63 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     path = Path(path)
     if not path.is_file():
         raise MtlError(f"config file not found: {path}")
+    size = path.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise MtlError(f"the config file has {size:,} bytes, more than the limit of {MAX_CONFIG_BYTES:,}",
+                       where=str(path))
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise MtlError(f"not valid YAML ({getattr(exc, 'problem', exc)})", where=where) from None
+        raw = read_yaml(path.read_text(encoding="utf-8"), str(path))
+    except UnicodeDecodeError:
+        raise MtlError("not UTF-8 text", where=str(path)) from None
     if raw is None:
         raise MtlError("the config file is empty", where=str(path))
     if not isinstance(raw, dict):
         raise MtlError("the config must be a mapping of keys to values", where=str(path))
     raw = apply_overrides(raw, overrides or [])
     return config_from_dict(raw, source=str(path))
+
+
+def read_yaml(text: str, where: str) -> Any:
+    """Parse YAML safely; a document that expands (through aliases) to more than ``MAX_CONFIG_NODES`` values, or
+    nests too deeply, is refused before it is built."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        nodes = _expanded_nodes(node)
+        if nodes > MAX_CONFIG_NODES:
+            raise MtlError(f"the config expands to more than {MAX_CONFIG_NODES:,} values (YAML aliases?)", where=where)
+        return loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f"{where}:{mark.line + 1}" if mark else where
+        raise MtlError(f"not valid YAML ({getattr(exc, 'problem', None) or str(exc).splitlines()[0]})",
+                       where=at) from None
+    except RecursionError:
+        raise MtlError("the config nests too deeply", where=where) from None
+    finally:
+        loader.dispose()
+
+
+def _expanded_nodes(root: yaml.Node) -> int:
+    """How many values the document holds once every alias is expanded (each node counted once per use)."""
+    sizes: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        if id(node) in sizes:
+            continue
+        children = [c for pair in node.value for c in pair] if isinstance(node, yaml.MappingNode) else (
+            node.value if isinstance(node, yaml.SequenceNode) else [])
+        if done or not children:
+            sizes[id(node)] = 1 + sum(sizes[id(c)] for c in children)
+            if sizes[id(node)] > MAX_CONFIG_NODES:
+                return sizes[id(node)]
+            continue
+        stack.append((node, True))
+        stack.extend((c, False) for c in children if id(c) not in sizes)
+    return sizes[id(root)]
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
@@ -610,12 +588,13 @@ def _describe(error: dict, raw: dict) -> str:
     if kind == "union_tag_invalid" or kind == "union_tag_not_found":
         tags = error.get("ctx", {}).get("expected_tags", ", ".join(TASK_TYPE_NAMES))
         return f"{path}.type: must be one of {tags}" if kind == "union_tag_not_found" else (
-            f"{path}.type: {error['input'].get('type') if isinstance(error['input'], dict) else error['input']!r}"
+            f"{path}.type: "
+            f"{quote_value(error['input'].get('type') if isinstance(error['input'], dict) else error['input'])}"
             f" is not a task type; expected one of {tags}"
         )
     message = error["msg"].removeprefix("Value error, ")
     if kind.endswith("_type") or kind.endswith("_parsing") or kind.startswith("literal"):
-        return f"{path}: {message}, got {error['input']!r}" if path else message
+        return f"{path}: {message}, got {quote_value(error['input'])}" if path else message
     return f"{path}: {message}" if path else message
 
 

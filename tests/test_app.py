@@ -23,7 +23,11 @@ def test_form_predict_equals_mtl_predict(exported_model: dict, monkeypatch: pyte
     boxes = {b.label: b for b in app.selectbox if b.label in ADULT_CATEGORICAL}
     assert set(boxes) == set(ADULT_CATEGORICAL)
     vocabulary = exported_model["result"].data.train.features["workclass"]
-    assert list(boxes["workclass"].options) == sorted({str(v) for v in vocabulary})
+    assert list(boxes["workclass"].options) == [*sorted({str(v) for v in vocabulary}), "(missing)"]
+    model = exported_model["result"].model
+    assert boxes["workclass"].value == model.features["workclass"].most_frequent_  # starts at the commonest value
+    for name in ADULT_NUMERIC:  # a number starts at the training mean, not at 0
+        assert app.number_input(key=f"in_{name}").value == pytest.approx(model.features[name].mean_, rel=1e-6)
     assert app.selectbox(key="version").options == ["newest", "1"]
 
     row = {"age": 47.0, "educational_num": 13.0, "capital_gain": 0.0, "capital_loss": 0.0}

@@ -17,8 +17,8 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from mtl.data.labels import data_row, label_text, missing_mask
-from mtl.data.text import check_tag_counts, text_column
 from mtl.errors import MtlError
+from mtl.features import Feature, build_features
 
 log = logging.getLogger("mtl")
 
@@ -30,6 +30,7 @@ class LabelCodec(Protocol):
     column: str
     type: str
 
+    def check_rows(self, frame: pd.DataFrame, text_column: str | None) -> None: ...
     def fit(self, labels: pd.Series) -> Any: ...
     def encode(self, labels: pd.Series) -> tuple[np.ndarray, np.ndarray]: ...
     def class_weights(self, y: np.ndarray) -> np.ndarray: ...
@@ -64,25 +65,29 @@ class SplitData:
 
 @dataclass
 class PreparedData:
+    """The three splits and the input features, fitted on the training split (``features[column]``)."""
+
     train: SplitData
     val: SplitData
     test: SplitData
-    numeric: list[str]
-    categorical: list[str]
+    features: dict[str, Feature]
     source: str = ""
-    text: str | None = None
     notes: dict[str, Any] = field(default_factory=dict)
 
     def splits(self) -> dict[str, SplitData]:
         return {"train": self.train, "val": self.val, "test": self.test}
 
+    @property
+    def words_column(self) -> str | None:
+        """The column whose words word-level tasks read (the text feature), if any."""
+        return next((c for c, f in self.features.items() if f.provides_words), None)
+
 
 def check_columns(frame: pd.DataFrame, config: Any, source: str) -> None:
     """Every configured feature and label column must exist in the table."""
-    wanted = [(c, "data.features.numeric") for c in config.data.features.numeric]
-    wanted += [(c, "data.features.categorical") for c in config.data.features.categorical]
-    if config.data.features.text is not None:
-        wanted.append((config.data.features.text, "data.features.text"))
+    from mtl.features import configured_columns
+
+    wanted = [(c, f"data.features.{kind}") for kind, c in configured_columns(config.data.features)]
     if config.data.split.column is not None:
         wanted.append((config.data.split.column, "data.split.column"))
     wanted += [(t.column, f"tasks.{name}.column") for name, t in config.tasks.items()]
@@ -94,41 +99,19 @@ def check_columns(frame: pd.DataFrame, config: Any, source: str) -> None:
             raise MtlError(f"column {column!r} not found in {source}{tail}", where=key)
 
 
-def numeric_column(values: pd.Series, column: str) -> np.ndarray:
-    """Float32 values; NaN where empty. A value that is not a number is an error naming its row."""
-    if pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values.dtype):
-        return values.to_numpy(dtype="float32", na_value=np.nan)
-    text = values.astype("string").str.strip()
-    parsed = pd.to_numeric(text.replace("", pd.NA), errors="coerce")
-    bad = (text.notna() & (text != "") & parsed.isna()).to_numpy(dtype=bool)
-    if bad.any():
-        pos = int(np.flatnonzero(bad)[0])
-        raise MtlError(
-            f"column {column!r}, row {int(values.index[pos]) + 1}: {values.iloc[pos]!r} is not a number",
-            where="data.features.numeric",
-        )
-    return parsed.to_numpy(dtype="float32", na_value=np.nan)
-
-
-def categorical_column(values: pd.Series) -> np.ndarray:
-    """Strings (an object array); a missing value becomes ``""``, which the vocabulary treats like any value."""
-    text = values.map(lambda v: "" if pd.isna(v) else (str(int(v)) if isinstance(v, float) and v.is_integer()
-                                                      else str(v)))
-    return text.to_numpy(dtype=object)
-
-
 def prepare(frame: pd.DataFrame, config: Any, tasks: dict[str, LabelCodec], source: str = "data") -> PreparedData:
-    """Validate and split ``frame`` as ``config`` says; fit the tasks' label encoders on train only."""
+    """Validate and split ``frame`` as ``config`` says; parse every feature column with its kind's parser (the one
+    raw-value rule), fit the features and the tasks' label encoders on the training split only."""
     check_columns(frame, config, source)
-    numeric = list(config.data.features.numeric)
-    categorical = list(config.data.features.categorical)
-    text = config.data.features.text
+    features = build_features(config.data)
+    parsed = {c: f.parse(frame[c].to_numpy(), where=f"data.features.{f.kind} ({source})") for c, f in features.items()}
     seed = config.seed
-    if text is not None:
-        frame = _rows_with_text(frame, text, source)
-        for name, task in tasks.items():
-            if task.type == "tagging":
-                check_tag_counts(frame[text], frame[task.column], name, task.column)
+    words = next((c for c, f in features.items() if f.provides_words), None)
+    if words is not None:
+        keep = _rows_with_text(frame, words, source)
+        frame, parsed = frame[keep], {c: v[keep] for c, v in parsed.items()}
+    for task in tasks.values():
+        task.check_rows(frame, words)
 
     present = {name: ~missing_mask(frame[t.column]) for name, t in tasks.items()}
     any_label = np.logical_or.reduce(list(present.values()))
@@ -136,14 +119,10 @@ def prepare(frame: pd.DataFrame, config: Any, tasks: dict[str, LabelCodec], sour
     if dropped:
         log.info("dropped %d of %d rows that carry no label for any task", dropped, len(frame))
         frame = frame[any_label]
+        parsed = {c: v[any_label] for c, v in parsed.items()}
         present = {k: v[any_label] for k, v in present.items()}
     if len(frame) == 0:
         raise MtlError(f"no row of {source} carries a label for any task", where="tasks")
-
-    features = {c: numeric_column(frame[c], c) for c in numeric}
-    features |= {c: categorical_column(frame[c]) for c in categorical}
-    if text is not None:
-        features[text] = text_column(frame[text])
 
     parts = _split_rows(frame, config, tasks, present)
     train_frame = frame.iloc[parts["train"]]
@@ -166,7 +145,7 @@ def prepare(frame: pd.DataFrame, config: Any, tasks: dict[str, LabelCodec], sour
             y, has = task.encode(sub[task.column])
             labels[name], weights[name] = y, has.astype("float32")
         splits[split_name] = SplitData(
-            {c: v[positions] for c, v in features.items()}, labels, weights, sub.index.to_numpy()
+            {c: v[positions] for c, v in parsed.items()}, labels, weights, sub.index.to_numpy()
         )
 
     train = splits["train"]
@@ -177,27 +156,32 @@ def prepare(frame: pd.DataFrame, config: Any, tasks: dict[str, LabelCodec], sour
         from mtl.data.resample import smote_resample
 
         smote = config.training.smote
+        numeric = [c for c, v in train.features.items() if v.ndim == 1 and v.dtype.kind == "f"]
+        categorical = [c for c, v in train.features.items() if v.dtype == object]
         train = smote_resample(train, smote.task, numeric, categorical, smote.sampling_strategy,
                                smote.k_neighbors, seed)
     for name, task in tasks.items():
         mask = train.weights[name] > 0
         train.weights[name][mask] = task.class_weights(train.labels[name][mask])
+    for column, feature in features.items():
+        feature.fit(train.features[column])
 
-    prepared = PreparedData(train, splits["val"], splits["test"], numeric, categorical, source, text)
+    prepared = PreparedData(train, splits["val"], splits["test"], features, source)
     for split_name, split in prepared.splits().items():
         counts = ", ".join(f"{t} {int(split.labelled(t).sum())}" for t in tasks)
         log.info("%s: %d rows; labelled: %s", split_name, len(split), counts)
     return prepared
 
 
-def _rows_with_text(frame: pd.DataFrame, column: str, source: str) -> pd.DataFrame:
-    """Drop rows whose text is missing or blank (logged); a column with no text at all is an error."""
-    has_text = ~missing_mask(frame[column])
+def _rows_with_text(frame: pd.DataFrame, column: str, source: str) -> np.ndarray:
+    """Rows whose text is not missing or blank (the others are dropped, logged); no text at all is an error."""
+    has_text = ~missing_mask(frame[column]) & (frame[column].astype("string").str.strip() != "").fillna(False) \
+        .to_numpy(dtype=bool)
     if not has_text.any():
         raise MtlError(f"column {column!r} of {source} holds no text", where="data.features.text")
     if not has_text.all():
         log.info("dropped %d of %d rows with no text in %r", int((~has_text).sum()), len(frame), column)
-    return frame[has_text]
+    return has_text
 
 
 def _fit_tree(child: Any, parent: Any, train: pd.DataFrame) -> None:

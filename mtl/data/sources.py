@@ -1,4 +1,7 @@
-"""Reading a table: CSV, Parquet, JSON / JSON Lines or CoNLL files, or a named built-in real dataset.
+"""Reading a table: CSV, TSV, Parquet, JSON / JSON Lines or CoNLL files, or a named built-in real dataset.
+
+Cells are handed over as written (CSV/TSV cells as text); the feature kinds and task types parse them with the
+one raw-value rule (``mtl.features._values``). ``READERS`` is also what ``mtl predict --input`` uses.
 
 Built-in datasets come from installed packages (never from the network, never copied into the
 repo); their column names are normalised to ``snake_case`` so they can name model inputs.
@@ -47,13 +50,38 @@ def read_conll(path: str | Path) -> pd.DataFrame:
 
 
 def _read_json(path: Path, lines: bool = False) -> pd.DataFrame:
-    # dtype=False: list columns stay lists and strings stay strings (no date or number coercion)
-    return pd.read_json(path, lines=lines, dtype=False)
+    """JSON records (a list of objects, or one object per line) with every value as ``json`` reads it: strings
+    stay strings, numbers stay Python numbers, lists stay lists (no pandas coercion)."""
+    import json
+
+    text = path.read_text(encoding="utf-8")
+    if lines:
+        records = []
+        for number, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    records.append(json.loads(line))
+                except ValueError as exc:
+                    raise MtlError(f"{path}, line {number}: not valid JSON ({exc})", where="data.path") from None
+    else:
+        records = json.loads(text)
+        if isinstance(records, dict):  # {"column": [values]} (pandas' default orient) or one record
+            records = pd.DataFrame(records, dtype=object).to_dict("records") if all(
+                isinstance(v, list) for v in records.values()) else [records]
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        raise MtlError(f"{path}: expected JSON objects, one per row", where="data.path")
+    return pd.DataFrame.from_records(records).astype(object) if records else pd.DataFrame()
 
 
-_READERS: dict[str, Callable[[Path], pd.DataFrame]] = {
-    ".csv": pd.read_csv,
-    ".tsv": lambda p: pd.read_csv(p, sep="\t"),
+def read_delimited(path: Path, sep: str = ",") -> pd.DataFrame:
+    """A CSV/TSV file with every cell as the text written: no type inference and no missing-value guessing, so
+    the one raw-value rule (``mtl.features``) decides, as it does for ``mtl predict`` and ``mtl serve``."""
+    return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_filter=False)
+
+
+READERS: dict[str, Callable[[Path], pd.DataFrame]] = {
+    ".csv": read_delimited,
+    ".tsv": lambda p: read_delimited(p, sep="\t"),
     ".parquet": pd.read_parquet,
     ".pq": pd.read_parquet,
     ".brotli": pd.read_parquet,
@@ -133,9 +161,9 @@ def read_table(path: str | None = None, dataset: str | None = None) -> tuple[pd.
         source = str(file)
         if not file.is_file():
             raise MtlError(f"file not found: {file}", where="data.path")
-        reader = _READERS.get(file.suffix.lower())
+        reader = READERS.get(file.suffix.lower())
         if reader is None:
-            raise MtlError(f"cannot read {file}: use one of {', '.join(sorted(_READERS))}", where="data.path")
+            raise MtlError(f"cannot read {file}: use one of {', '.join(sorted(READERS))}", where="data.path")
         if file.stat().st_size == 0 and reader is not read_conll:  # read_conll reports "holds no sentences"
             raise MtlError(f"{file} is empty", where="data.path")
         try:

@@ -10,7 +10,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from sklearn import metrics as skm  # noqa: E402
 
 from mtl.data import SplitData  # noqa: E402
 from mtl.tasks import Task  # noqa: E402
@@ -68,30 +67,12 @@ def loss_weights(history: pd.DataFrame, tasks: dict[str, Task], out: Path) -> Pa
 
 
 def task_plots(tasks: dict[str, Task], split: SplitData, predictions: dict[str, np.ndarray], out: Path) -> list[Path]:
-    """ROC (binary), predicted vs true (regression), confusion matrix (multiclass) on labelled rows."""
+    """Each task type's plot of the labelled rows of ``split`` (ROC, predicted vs true, confusion matrix, ...)."""
     paths = []
     for name, task in tasks.items():
         rows = split.labelled(name)
-        if not rows.any():
-            continue
-        y, pred = split.labels[name][rows], np.asarray(predictions[name])[rows]
-        fig, ax = plt.subplots(figsize=(5, 4.5))
-        if task.type == "binary" and len(np.unique(y)) == 2:
-            skm.RocCurveDisplay.from_predictions(y, pred.reshape(-1), ax=ax, name=name)
-            ax.plot([0, 1], [0, 1], ":", color="grey")
-            paths.append(_save(fig, out / f"roc_{name}.png"))
-        elif task.type == "regression":
-            ax.scatter(y, pred.reshape(-1), s=4, alpha=0.3)
-            low, high = float(min(y.min(), pred.min())), float(max(y.max(), pred.max()))
-            ax.plot([low, high], [low, high], ":", color="grey")
-            ax.set_xlabel(f"true {name}")
-            ax.set_ylabel(f"predicted {name}")
-            paths.append(_save(fig, out / f"pred_vs_true_{name}.png"))
-        elif task.type == "multiclass":
-            skm.ConfusionMatrixDisplay.from_predictions(
-                y.astype(int), pred.argmax(-1), labels=np.arange(len(task.classes_)),
-                display_labels=task.classes_, ax=ax, xticks_rotation="vertical", colorbar=False)
-            paths.append(_save(fig, out / f"confusion_{name}.png"))
-        else:
-            plt.close(fig)
+        if rows.any():
+            path = task.plot(split.labels[name][rows], np.asarray(predictions[name])[rows], out)
+            if path is not None:
+                paths.append(path)
     return paths

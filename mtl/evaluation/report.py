@@ -12,25 +12,30 @@ from mtl.tasks.hierarchy import consistency
 
 
 def predict(model: Any, split: SplitData, batch_size: int = 1024) -> dict[str, np.ndarray]:
-    """The model's outputs on every row of ``split``, keyed by task. Per-word outputs (tagging) are as wide as
+    """The model's raw outputs on every row of ``split``, keyed by task. Per-word outputs (tagging) are as wide as
     the longest text of the split, zero-padded (a batch is only as wide as its own longest text)."""
-    from mtl.training.batches import to_dataset
+    from mtl.model.multitask import _concatenate
 
     if len(split) == 0:
         return {name: np.zeros((0,) + tuple(d or 0 for d in out.shape[1:]), "float32")
                 for name, out in model.output.items()}
     batches: dict[str, list[np.ndarray]] = {name: [] for name in model.output}
-    for features in to_dataset(split, batch_size, with_labels=False):
+    for start in range(0, len(split), batch_size):
+        features = {c: v[start:start + batch_size] for c, v in split.features.items()}
         for name, value in model.predict_on_batch(features).items():
             batches[name].append(np.asarray(value))
     return {name: _concatenate(parts) for name, parts in batches.items()}
 
 
-def _concatenate(parts: list[np.ndarray]) -> np.ndarray:
-    if parts[0].ndim == 3:
-        width = max(p.shape[1] for p in parts)
-        parts = [np.pad(p, ((0, 0), (0, width - p.shape[1]), (0, 0))) for p in parts]
-    return np.concatenate(parts)
+def evaluate(model: Any, tasks: dict[str, Task], splits: dict[str, SplitData],
+             batch_size: int = 1024) -> tuple[dict, dict[str, dict[str, np.ndarray]]]:
+    """``({split: evaluate_split(...)}, {split: hierarchy-decoded predictions})`` for each named split."""
+    metrics, decoded = {}, {}
+    for name, split in splits.items():
+        predictions = predict(model, split, batch_size)
+        metrics[name] = evaluate_split(tasks, split, predictions)
+        decoded[name] = {k: np.asarray(v) for k, v in decode_hierarchy(tasks, predictions).items()}
+    return metrics, decoded
 
 
 def evaluate_split(tasks: dict[str, Task], split: SplitData, predictions: dict[str, np.ndarray]) -> dict:

@@ -19,7 +19,7 @@ from typing import Any
 from mtl.errors import MtlError
 
 METADATA_FILE = "mtl_metadata.json"
-METADATA_FORMAT = 1
+METADATA_FORMAT = 2
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -27,83 +27,48 @@ def next_version(model_dir: Path) -> int:
     """One more than the highest integer version folder in ``model_dir`` (1 when there is none)."""
     if not model_dir.is_dir():
         return 1
-    versions = [int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()]
+    versions = [int(p.name) for p in model_dir.iterdir() if p.is_dir() and _is_version(p.name)]
     return max(versions, default=0) + 1
 
 
-def _features(model: Any) -> tuple[list[str], dict[str, list[str]], list[str]]:
-    """``(numeric columns, {categorical column: training vocabulary}, text columns)`` from the model's raw
-    inputs."""
-    numeric, categorical, text = [], {}, []
-    layers = {layer.name for layer in model.layers}
-    for tensor in model.inputs:
-        name = tensor.name.split(":")[0]
-        if f"{name}_encoder" in layers:
-            text.append(name)
-        elif tensor.dtype == "string":
-            lookup = model.get_layer(f"{name}_lookup")
-            categorical[name] = [str(v) for v in lookup.get_vocabulary(include_special_tokens=False)]
-        else:
-            numeric.append(name)
-    return numeric, categorical, text
+def _is_version(name: str) -> bool:
+    """A version folder's name is a decimal integer as ``int()`` reads it (``1²`` is not)."""
+    return name.isascii() and name.isdigit()
 
 
-def _task_metadata(model: Any) -> dict[str, dict]:
-    tasks = {}
-    for name, task in model.tasks.items():
-        entry: dict[str, Any] = {"type": task.type, "outputs": [name]}
-        if task.type in ("binary", "multiclass", "tagging"):
-            entry["classes"] = [str(c) for c in task.classes_]
-        if task.type == "binary":
-            entry["threshold"] = float(task.threshold)
-        if task.type == "multiclass":
-            entry["outputs"].append(f"{name}_classes")
-            if task.parent is not None:
-                entry["parent"] = task.parent
-                entry["parent_of"] = list(task.parent_of_)
-        if task.type == "tagging":
-            entry["outputs"].append(f"{name}_tags")
-        tasks[name] = entry
-    return tasks
+def metadata_of(model: Any) -> dict:
+    """The export metadata of a ``MultiTaskModel``: its features (each feature's config: column, signature input
+    name, kind and fitted state) and tasks (each task type's ``export_metadata``), read by attribute."""
+    return {
+        "features": [feature.get_config() for feature in model.features.values()],
+        "tasks": {name: task.export_metadata() for name, task in model.tasks.items()},
+    }
 
 
-def _word_tags(probs: Any, classes: list[str], text: Any) -> Any:
-    """``[batch, words]`` tag strings: the most likely tag of each word, ``O`` for a word no window reached,
-    ``""`` past the end of a text."""
-    import tensorflow as tf
-
-    tags = tf.gather(tf.constant(classes), tf.argmax(probs, axis=-1))
-    outside = classes[0] if classes[0] == "O" else ""
-    tags = tf.where(tf.reduce_sum(probs, axis=-1) > 0.5, tags, outside)
-    words = tf.strings.split(text).row_lengths()
-    return tf.where(tf.sequence_mask(words, tf.shape(probs)[1]), tags, "")
-
-
-def _serving_module(model: Any, numeric: list[str], categorical: dict[str, list[str]], text: list[str]) -> Any:
+def _serving_module(model: Any) -> Any:
     """A ``tf.Module`` holding the model and its ``serving_default`` function (raw values in, task outputs out).
 
-    Child tasks of a label tree come out hierarchy-decoded (``mtl.tasks.decode_hierarchy``); tagging tasks
-    also give their word tags (``<task>_tags``)."""
+    Inputs are named by each feature's ``input_name`` (the column name where TF allows it). Child tasks of a label
+    tree come out hierarchy-decoded (``mtl.tasks.decode_hierarchy``); each task type adds its own extra outputs
+    (``Task.serving_outputs``: class names, word tags, ...)."""
     import tensorflow as tf
 
     from mtl.tasks import decode_hierarchy
 
-    specs = {name: tf.TensorSpec([None], tf.float32, name=name) for name in numeric}
-    specs.update({name: tf.TensorSpec([None], tf.string, name=name) for name in [*categorical, *text]})
-    multiclass = {name: [str(c) for c in t.classes_] for name, t in model.tasks.items() if t.type == "multiclass"}
-    tagging = {name: [str(c) for c in t.classes_] for name, t in model.tasks.items() if t.type == "tagging"}
-
+    features = list(model.features.values())
+    specs = {f.input_name: tf.TensorSpec([None, *f.input_shape()], f.dtype, name=f.input_name) for f in features}
+    words = next((f for f in features if f.provides_words), None)
     module = tf.Module()
 
     @tf.function(input_signature=[specs], autograph=False)
-    def serve(features: dict) -> dict:
-        outputs = decode_hierarchy(model.tasks, model(features, training=False))
-        result = {name: tf.cast(outputs[name], tf.float32) for name in model.tasks}
-        for name, classes in multiclass.items():
-            rows = tf.shape(outputs[name])[0]
-            result[f"{name}_classes"] = tf.tile(tf.constant([classes], tf.string), tf.stack([rows, 1]))
-        for name, classes in tagging.items():
-            result[f"{name}_tags"] = _word_tags(result[name], classes, features[text[0]])
+    def serve(inputs: dict) -> dict:
+        outputs = decode_hierarchy(model.tasks, model({f.column: inputs[f.input_name] for f in features},
+                                                      training=False))
+        word_counts = words.word_counts(inputs[words.input_name]) if words is not None else None
+        result = {}
+        for name, task in model.tasks.items():
+            result[name] = tf.cast(outputs[name], tf.float32)
+            result.update(task.serving_outputs(result[name], word_counts))
         return result
 
     module.serve = serve
@@ -132,21 +97,19 @@ def export_model(model: Any, base_path: str | Path, name: str, version: int | No
     if final.exists():
         raise MtlError(f"{final} already exists; choose another version or leave --version out", where="--version")
 
-    numeric, categorical, text = _features(model)
     metadata = {
         "format": METADATA_FORMAT,
         "name": name,
         "version": version,
         "signature": "serving_default",
-        "features": {"numeric": numeric, "categorical": categorical, "text": text},
-        "tasks": _task_metadata(model),
+        **metadata_of(model),
         "source": source,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     tmp = model_dir / f".tmp-{version}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        module = _serving_module(model, numeric, categorical, text)
+        module = _serving_module(model)
         tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.serve})
         (tmp / "assets").mkdir(exist_ok=True)
         (tmp / "assets" / METADATA_FILE).write_text(json.dumps(metadata, indent=2))

@@ -11,9 +11,12 @@ from __future__ import annotations
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 
-from mtl.tasks import Task, task_from_config
+from mtl.errors import MtlError
+from mtl.features import Feature, feature_from_config
+from mtl.tasks import Task, decode_hierarchy, task_from_config
 from mtl.weighting import WeightingStrategy, make_strategy
 
 
@@ -43,17 +46,21 @@ def _labels_where_weighted(labels: Any, weight: Any) -> Any:
 class MultiTaskModel(keras.Model):
     """A functional model whose outputs are a dict keyed by task name.
 
-    Build it with ``MultiTaskModel(inputs=..., outputs=..., tasks=[task.get_config(), ...])``.
-    Train on ``(features, labels, weights)`` batches where ``labels`` and ``weights`` are dicts keyed
-    by task; a weight of 0 means "no label for this task on this row".
+    Build it with ``MultiTaskModel(inputs=..., outputs=..., tasks=[task.get_config(), ...],
+    features=[feature.get_config(), ...])`` (``mtl.model.build_model`` does). Train on ``(features, labels,
+    weights)`` batches where ``labels`` and ``weights`` are dicts keyed by task; a weight of 0 means "no label for
+    this task on this row". ``tasks`` and ``features`` (keyed by column) are the fitted task and feature objects:
+    what export and serving read, by attribute.
     """
 
-    def __init__(self, *args: Any, tasks: list[dict] | None = None, weighting: dict | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(self, *args: Any, tasks: list[dict] | None = None, features: list[dict] | None = None,
+                 weighting: dict | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.task_configs = list(tasks or [])
+        self.feature_configs = list(features or [])
         self.weighting_config = dict(weighting or {"name": "fixed"})
         self.tasks: dict[str, Task] = {c["name"]: task_from_config(c) for c in self.task_configs}
+        self.features: dict[str, Feature] = {c["column"]: feature_from_config(c) for c in self.feature_configs}
         missing = set(self.tasks) - set(self.output)
         if missing:
             raise ValueError(f"tasks {sorted(missing)} have no output of the same name")
@@ -193,5 +200,32 @@ class MultiTaskModel(keras.Model):
     def get_task_weights(self) -> dict[str, float]:
         return {name: float(keras.ops.convert_to_numpy(v)) for name, v in self.task_weights.items()}
 
+    # ------------------------------------------------------------------ raw rows
+    def predict_raw(self, columns: Any, where: str = "input", batch_size: int = 1024) -> dict[str, np.ndarray]:
+        """Predict raw cells (a DataFrame or ``{column: values}``), parsed by each feature's kind with the same
+        rule as training and serving; returns ``{task: outputs}`` as the export's ``serving_default`` gives them
+        (label trees decoded)."""
+        missing = [c for c in self.features if c not in columns]
+        if missing:
+            raise MtlError(f"missing column(s) {missing}; the model takes {list(self.features)}", where=where)
+        parsed = {c: f.parse(np.asarray(columns[c], dtype=object), where=where) for c, f in self.features.items()}
+        rows = len(next(iter(parsed.values())))
+        parts: dict[str, list[np.ndarray]] = {name: [] for name in self.tasks}
+        for start in range(0, rows, batch_size):
+            batch = {c: v[start:start + batch_size] for c, v in parsed.items()}
+            outputs = decode_hierarchy(self.tasks, self.predict_on_batch(batch))
+            for name in self.tasks:
+                parts[name].append(np.asarray(outputs[name]))
+        return {name: _concatenate(values) for name, values in parts.items()}
+
     def get_config(self) -> dict:
-        return {**super().get_config(), "tasks": self.task_configs, "weighting": self.weighting_config}
+        return {**super().get_config(), "tasks": self.task_configs, "features": self.feature_configs,
+                "weighting": self.weighting_config}
+
+
+def _concatenate(parts: list[np.ndarray]) -> np.ndarray:
+    """Batches of outputs; per-word outputs are padded to the widest batch."""
+    if parts[0].ndim == 3:
+        width = max(p.shape[1] for p in parts)
+        parts = [np.pad(p, ((0, 0), (0, width - p.shape[1]), (0, 0))) for p in parts]
+    return np.concatenate(parts)

@@ -11,12 +11,14 @@
 
 All are plain functional graphs of stock Keras layers (``Dense``, ``Reshape``, ``Concatenate``,
 ``Dot``), so they save to ``.keras`` and export as SavedModel like any functional model.
-``LAST_SHARED`` names each trunk's last shared layers (what GradNorm measures gradient norms on).
+Each trunk declares its last shared layers (``Trunk.last_shared``: the layer objects, what GradNorm measures
+gradient norms on), as LibMTL's architectures declare their shared parameters.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import keras
@@ -25,13 +27,27 @@ from mtl.errors import MtlError
 from mtl.layers import dense_stack
 
 
-def shared_bottom(x: Any, config: Any, task_names: list[str]) -> dict[str, Any]:
-    shared = dense_stack(x, config.units, config.activation, config.dropout, config.norm, "trunk")
-    return {name: shared for name in task_names}
+@dataclass
+class Trunk:
+    """A trunk's output: one representation per task, and its last shared ``Dense`` layers."""
+
+    representations: dict[str, Any]
+    last_shared: list[Any] = field(default_factory=list)
 
 
-def _expert(x: Any, config: Any, prefix: str) -> Any:
-    return dense_stack(x, config.expert_units, config.activation, config.dropout, config.norm, prefix)
+def shared_bottom(x: Any, config: Any, task_names: list[str]) -> Trunk:
+    layers: list[Any] = []
+    shared = dense_stack(x, config.units, config.activation, config.dropout, config.norm, "trunk", dense_layers=layers)
+    return Trunk({name: shared for name in task_names}, layers[-1:])
+
+
+def _expert(x: Any, config: Any, prefix: str, last: list[Any] | None = None) -> Any:
+    layers: list[Any] = []
+    out = dense_stack(x, config.expert_units, config.activation, config.dropout, config.norm, prefix,
+                      dense_layers=layers)
+    if last is not None:
+        last.extend(layers[-1:])
+    return out
 
 
 def _mixture(gate_input: Any, experts: list[Any], prefix: str) -> Any:
@@ -43,17 +59,20 @@ def _mixture(gate_input: Any, experts: list[Any], prefix: str) -> Any:
     return keras.layers.Dot(axes=(1, 1), name=f"{prefix}_mix")([gate, stacked])
 
 
-def mmoe(x: Any, config: Any, task_names: list[str]) -> dict[str, Any]:
-    experts = [_expert(x, config, f"mmoe_expert_{e}") for e in range(config.experts)]
-    return {name: _mixture(x, experts, f"mmoe_{name}") for name in task_names}
+def mmoe(x: Any, config: Any, task_names: list[str]) -> Trunk:
+    last: list[Any] = []
+    experts = [_expert(x, config, f"mmoe_expert_{e}", last) for e in range(config.experts)]
+    return Trunk({name: _mixture(x, experts, f"mmoe_{name}") for name in task_names}, last)
 
 
-def ple(x: Any, config: Any, task_names: list[str]) -> dict[str, Any]:
+def ple(x: Any, config: Any, task_names: list[str]) -> Trunk:
     task_inputs = {name: x for name in task_names}
     shared_input = x
+    last_shared: list[Any] = []
     for level in range(config.levels):
         last = level == config.levels - 1
-        shared = [_expert(shared_input, config, f"ple_{level}_shared_{e}") for e in range(config.shared_experts)]
+        shared = [_expert(shared_input, config, f"ple_{level}_shared_{e}", last_shared if last else None)
+                  for e in range(config.shared_experts)]
         own = {name: [_expert(task_inputs[name], config, f"ple_{level}_{name}_{e}") for e in range(config.task_experts)]
                for name in task_names}
         next_inputs = {name: _mixture(task_inputs[name], own[name] + shared, f"ple_{level}_{name}")
@@ -62,31 +81,14 @@ def ple(x: Any, config: Any, task_names: list[str]) -> dict[str, Any]:
             everything = [e for name in task_names for e in own[name]] + shared
             shared_input = _mixture(shared_input, everything, f"ple_{level}_shared")
         task_inputs = next_inputs
-    return task_inputs
+    return Trunk(task_inputs, last_shared)
 
 
-def _last_dense(prefix: str, units: list[int]) -> str:
-    return f"{prefix}_dense_{len(units) - 1}"
-
-
-LAST_SHARED: dict[str, Callable[[Any, list[str]], list[str]]] = {
-    "shared_bottom": lambda c, t: [_last_dense("trunk", c.units)] if c.units else [],
-    "mmoe": lambda c, t: [_last_dense(f"mmoe_expert_{e}", c.expert_units) for e in range(c.experts)]
-    if c.expert_units else [],
-    "ple": lambda c, t: [_last_dense(f"ple_{c.levels - 1}_shared_{e}", c.expert_units)
-                         for e in range(c.shared_experts)] if c.expert_units else [],
-}
-
-TRUNKS: dict[str, Callable[[Any, Any, list[str]], dict[str, Any]]] = {
+TRUNKS: dict[str, Callable[[Any, Any, list[str]], Trunk]] = {
     "shared_bottom": shared_bottom, "mmoe": mmoe, "ple": ple}
 
 
-def build_trunk(x: Any, config: Any, task_names: list[str]) -> dict[str, Any]:
+def build_trunk(x: Any, config: Any, task_names: list[str]) -> Trunk:
     if config.type not in TRUNKS:
         raise MtlError(f"unknown trunk {config.type!r}; valid: {', '.join(TRUNKS)}", where="model.trunk.type")
     return TRUNKS[config.type](x, config, task_names)
-
-
-def last_shared_layers(config: Any, task_names: list[str]) -> list[str]:
-    """Names of the trunk's last shared layers (empty when it has none)."""
-    return LAST_SHARED[config.type](config, task_names)

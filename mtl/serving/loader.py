@@ -16,6 +16,7 @@ import numpy as np
 
 from mtl.errors import MtlError
 from mtl.export.savedmodel import METADATA_FILE
+from mtl.features import Feature, feature_from_config
 
 SIGNATURE = "serving_default"
 
@@ -48,13 +49,14 @@ def resolve_version(path: str | Path, version: int | None = None) -> Path:
 
 @dataclass
 class LoadedModel:
-    """One loaded export version: its signature, its input dtypes and its ``mtl`` metadata."""
+    """One loaded export version: its signature, its features (rebuilt from the metadata, with the same parsers as
+    training) and its ``mtl`` metadata."""
 
     path: Path
     version: int
     metadata: dict
     signature: Any
-    inputs: dict[str, str]  # name -> "float" | "string"
+    features: dict[str, Feature]  # column -> feature
     outputs: dict[str, Any]  # name -> TensorSpec
     _loaded: Any = field(default=None, repr=False)  # keeps the restored variables alive
 
@@ -62,85 +64,88 @@ class LoadedModel:
     def tasks(self) -> dict[str, dict]:
         return self.metadata.get("tasks", {})
 
-    def check_columns(self, columns: list[str], where: str) -> None:
-        """Raise ``MtlError`` naming the missing and the unexpected input columns."""
-        missing = [c for c in self.inputs if c not in columns]
-        extra = [c for c in columns if c not in self.inputs]
-        if missing or extra:
-            parts = ([f"missing column(s) {missing}"] if missing else []) + (
-                [f"unexpected column(s) {extra}"] if extra else [])
-            raise MtlError(f"{'; '.join(parts)}; the model takes {list(self.inputs)}", where=where)
+    @property
+    def inputs(self) -> dict[str, str]:
+        """``{signature input name: "float" | "string"}`` in the feature order."""
+        return {f.input_name: ("string" if f.dtype == "string" else "float") for f in self.features.values()}
 
-    def to_tensors(self, columns: dict[str, Any], where: str) -> dict[str, np.ndarray]:
-        """Convert column values to the signature's dtypes, raising ``MtlError`` on the first bad value."""
+    def _feature_of(self, name: str) -> Feature | None:
+        """The feature a request names by its column name or by its signature input name."""
+        feature = self.features.get(name)
+        if feature is None:
+            feature = next((f for f in self.features.values() if f.input_name == name), None)
+        return feature
+
+    def check_columns(self, columns: list[str], where: str) -> None:
+        """Raise ``MtlError`` naming the missing and the unexpected input columns (a column may be named by its
+        column name or its signature input name)."""
+        found = {name: self._feature_of(name) for name in columns}
+        extra = [name for name, f in found.items() if f is None]
+        named = [f.column for f in found.values() if f is not None]
+        missing = [c for c in self.features if c not in named]
+        twice = sorted({c for c in named if named.count(c) > 1})
+        if missing or extra or twice:
+            parts = ([f"missing column(s) {missing}"] if missing else []) + (
+                [f"unexpected column(s) {extra}"] if extra else []) + (
+                [f"column(s) {twice} given twice (by column and by input name)"] if twice else [])
+            raise MtlError(f"{'; '.join(parts)}; the model takes {list(self.features)}", where=where)
+
+    def to_tensors(self, columns: dict[str, Any], where: str, unseen: dict[str, int] | None = None,
+                   first_row: int = 1) -> dict[str, np.ndarray]:
+        """Parse raw column values with each feature's parser (the one raw-value rule of training) into
+        ``{signature input name: array}``; the first bad value is an ``MtlError`` naming column and row.
+        ``unseen``, when given, receives per column the number of values not seen in training."""
         self.check_columns(list(columns), where)
         out, length = {}, None
-        for name, kind in self.inputs.items():
-            values = list(np.asarray(columns[name], dtype=object).reshape(-1))
-            if length is not None and len(values) != length:
-                raise MtlError(f"column {name!r} has {len(values)} values, others have {length}", where=where)
-            length = len(values)
-            out[name] = _numeric(values, name, where) if kind == "float" else _strings(values)
+        for name, values in columns.items():
+            feature = self._feature_of(name)
+            parsed = feature.parse(_cells(values), where=where, first_row=first_row)
+            if length is not None and len(parsed) != length:
+                raise MtlError(f"column {feature.column!r} has {len(parsed)} values, others have {length}",
+                               where=where)
+            length = len(parsed)
+            if unseen is not None:
+                count = feature.unseen_count(parsed)
+                if count:
+                    unseen[feature.column] = unseen.get(feature.column, 0) + count
+            out[feature.input_name] = parsed
         return out
 
-    def predict(self, columns: dict[str, Any], where: str = "input") -> dict[str, np.ndarray]:
+    def predict(self, columns: dict[str, Any], where: str = "input",
+                unseen: dict[str, int] | None = None) -> dict[str, np.ndarray]:
         """Run the signature on raw column values; returns numpy arrays keyed by output name."""
         import tensorflow as tf
 
-        tensors = self.to_tensors(columns, where)
+        tensors = self.to_tensors(columns, where, unseen)
         result = self.signature(**{k: tf.constant(v) for k, v in tensors.items()})
         return {name: value.numpy() for name, value in result.items()}
 
-    def predict_frame(self, frame: Any, where: str = "input", task: str | None = None) -> Any:
-        """A table of predictions: per task its output, for binary the label at the threshold, for multiclass
-        the probability of each class and the most likely one."""
+    def predict_frame(self, frame: Any, where: str = "input", task: str | None = None,
+                      unseen: dict[str, int] | None = None, thresholds: dict[str, float] | None = None) -> Any:
+        """A table of predictions, each task's columns as its type decodes them (``Task.table_columns``)."""
         import pandas as pd
+
+        from mtl.tasks import TASK_TYPES
 
         if task is not None and task not in self.tasks:
             raise MtlError(f"unknown task {task!r}; tasks: {list(self.tasks)}", where="--task")
-        raw = self.predict({c: frame[c].to_numpy() for c in frame.columns}, where)
+        raw = self.predict({c: frame[c].to_numpy(dtype=object) for c in frame.columns}, where, unseen)
         table: dict[str, Any] = {}
-        for name, info in self.tasks.items():
-            if task is not None and name != task:
-                continue
-            values = raw[name]
-            if info["type"] == "binary":
-                table[name] = values[:, 0]
-                table[f"{name}_label"] = np.where(values[:, 0] >= info["threshold"], info["classes"][1],
-                                                  info["classes"][0])
-            elif info["type"] == "tagging":
-                table[name] = [[t.decode() for t in row if t] for row in raw[f"{name}_tags"]]
-            elif info["type"] == "multiclass":
-                for i, cls in enumerate(info["classes"]):
-                    table[f"{name}_{cls}"] = values[:, i]
-                table[f"{name}_label"] = np.asarray(info["classes"], dtype=object)[values.argmax(axis=1)]
-            else:
-                table[name] = values[:, 0]
+        for name, entry in self.tasks.items():
+            if task is None or name == task:
+                table.update(TASK_TYPES[entry["type"]].table_columns(name, entry, raw,
+                                                                      (thresholds or {}).get(name)))
         return pd.DataFrame(table, index=frame.index)
 
 
-def _numeric(values: list, name: str, where: str) -> np.ndarray:
-    out = np.empty(len(values), dtype="float32")
-    for i, value in enumerate(values):
-        if value is None or (isinstance(value, str) and value.strip() == ""):
-            out[i] = np.nan  # a missing number: the model fills it with the training mean
-            continue
-        if isinstance(value, bool):
-            raise MtlError(f"column {name!r}, row {i + 1}: {value!r} is not a number", where=where)
-        try:
-            out[i] = float(value)
-        except (TypeError, ValueError):
-            raise MtlError(f"column {name!r}, row {i + 1}: {value!r} is not a number", where=where) from None
-    return out
-
-
-def _strings(values: list) -> np.ndarray:
-    def text(value: Any) -> str:
-        if value is None or (isinstance(value, float) and np.isnan(value)):
-            return ""  # a missing category: the out-of-vocabulary bucket
-        return value.decode() if isinstance(value, bytes) else str(value)
-
-    return np.asarray([text(v) for v in values], dtype=object).astype(bytes)
+def _cells(values: Any) -> Any:
+    """Request values as parser input: a 1-D numeric array as it is, anything else (a JSON list, a Series, an
+    array of bytes from a TensorProto, a 2-D array of vectors) as a list of cells."""
+    if isinstance(values, np.ndarray):
+        if values.ndim == 1 and values.dtype.kind in "fiu":
+            return values
+        return list(values) if values.ndim > 1 else values.tolist()
+    return list(values)
 
 
 def load(path: str | Path, version: int | None = None) -> LoadedModel:
@@ -149,9 +154,17 @@ def load(path: str | Path, version: int | None = None) -> LoadedModel:
 
     folder = resolve_version(path, version)
     meta_path = folder / "assets" / METADATA_FILE
-    metadata = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    if metadata.get("features", {}).get("text"):
-        import tensorflow_text  # noqa: F401  registers the TF Text ops of the in-graph tokenizer
+    try:
+        metadata = json.loads(meta_path.read_text(encoding="utf-8"))
+        features = {c["column"]: feature_from_config(c) for c in metadata["features"]}
+        metadata["tasks"]  # noqa: B018  (must be there)
+    except FileNotFoundError:
+        raise MtlError(f"{folder} is not an mtl export: no assets/{METADATA_FILE}", where="--model") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise MtlError(f"{folder}: assets/{METADATA_FILE} is not valid mtl metadata ({type(exc).__name__}); "
+                       "export the run again", where="--model") from None
+    if any(f.dtype == "string" for f in features.values()):
+        import tensorflow_text  # noqa: F401  registers the TF Text ops an in-graph tokenizer may use
     try:
         loaded = tf.saved_model.load(str(folder), tags=["serve"])
     except Exception as exc:  # a corrupt or foreign SavedModel
@@ -159,11 +172,5 @@ def load(path: str | Path, version: int | None = None) -> LoadedModel:
     if SIGNATURE not in loaded.signatures:
         raise MtlError(f"{folder} has no {SIGNATURE!r} signature", where="--model")
     signature = loaded.signatures[SIGNATURE]
-    specs = signature.structured_input_signature[1]
-    inputs = {name: ("string" if spec.dtype == tf.string else "float") for name, spec in sorted(specs.items())}
-    ordered = metadata.get("features", {})
-    order = list(ordered.get("numeric", [])) + list(ordered.get("categorical", {})) + list(ordered.get("text", []))
-    if sorted(order) == sorted(inputs):
-        inputs = {name: inputs[name] for name in order}
-    return LoadedModel(folder, int(folder.name) if folder.name.isdigit() else 0, metadata, signature, inputs,
-                       dict(signature.structured_outputs), loaded)
+    return LoadedModel(folder, int(folder.name) if folder.name.isascii() and folder.name.isdigit() else 0,
+                       metadata, signature, features, dict(signature.structured_outputs), loaded)

@@ -1,4 +1,6 @@
-"""``mtl predict``: read rows (CSV, JSON Lines or one JSON object), predict with an export, print or write a CSV."""
+"""``mtl predict``: read rows (CSV, TSV, Parquet, JSON Lines or one JSON object), predict with an export, print or
+write a CSV. Files are read by the same readers as training data (``mtl.data.READERS``: cells as written) and
+every value is parsed by its feature's kind, so a file in the training file's format predicts as training saw it."""
 
 from __future__ import annotations
 
@@ -14,67 +16,85 @@ from mtl.serving.loader import load
 
 
 def read_rows(input_path: str | None, row: str | None) -> tuple[Any, str]:
-    """``(frame, where)``: the rows to predict and the place to name in errors."""
+    """``(frame, where)``: the rows to predict (cells as written) and the place to name in errors."""
     import pandas as pd
+
+    from mtl.data import READERS
 
     if row is not None:
         try:
             record = json.loads(row)
         except json.JSONDecodeError as exc:
             raise MtlError(f"not valid JSON ({exc.msg} at character {exc.pos})", where="--row") from None
+        except RecursionError:
+            raise MtlError("not valid JSON (nested too deeply)", where="--row") from None
         if not isinstance(record, dict):
             raise MtlError("expected one JSON object {\"column\": value, ...}", where="--row")
-        return pd.DataFrame([record]), "--row"
+        return pd.DataFrame.from_records([record]).astype(object), "--row"
     path = Path(input_path or "")
+    where = f"--input {path}"
     if not path.is_file():
-        raise MtlError("no such file", where=f"--input {path}")
-    suffix = path.suffix.lower()
+        raise MtlError("no such file", where=where)
+    reader = READERS.get(path.suffix.lower())
+    if reader is None:
+        raise MtlError(f"unsupported file type {path.suffix!r}; use one of {', '.join(sorted(READERS))}", where=where)
     try:
-        if suffix == ".csv":
-            frame = pd.read_csv(path, keep_default_na=False, na_values=[""], dtype=object)
-        elif suffix in (".jsonl", ".ndjson"):
-            frame = pd.read_json(path, lines=True, dtype=False)
-        else:
-            raise MtlError(f"unsupported file type {suffix!r}; use .csv or .jsonl", where=f"--input {path}")
-    except (ValueError, pd.errors.ParserError) as exc:
-        raise MtlError(f"cannot read: {str(exc).splitlines()[0]}", where=f"--input {path}") from None
+        frame = reader(path)
+    except MtlError as exc:
+        raise MtlError(exc.message, where=where) from None
+    except Exception as exc:  # pandas/pyarrow raise many types for a malformed file
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise MtlError(f"cannot read: {first}", where=where) from None
     if len(frame) == 0:
-        raise MtlError("holds no rows", where=f"--input {path}")
-    return frame, f"--input {path}"
+        raise MtlError("holds no rows", where=where)
+    frame.columns = [str(c) for c in frame.columns]
+    return frame, where
 
 
 def predict_command(model_path: str | Path, args: argparse.Namespace) -> int:
-    """Predict and print (or write, atomically) one column per task output.
+    """Predict and print (or write, atomically) each task's columns as its type decodes them; values not seen in
+    training are counted and reported on stderr.
 
-    Printed word tags of one tagging task (``--task ner``) read ``Task: ner / Input: ... / NER Output: [...]``."""
+    A task type may print its own lines for ``--task NAME`` (word tags of a tagging task read
+    ``Task: ner / Input: ... / NER Output: [...]``)."""
     import pandas as pd
 
+    from mtl.tasks import TASK_TYPES
+
     model = load(model_path)
+    words = next((f for f in model.features.values() if f.provides_words), None)
     if getattr(args, "text", None) is not None:
-        text = model.metadata.get("features", {}).get("text") or []
-        if not text:
+        if words is None:
             raise MtlError("this model takes no text input; use --row or --input", where="--text")
-        others = [c for c in model.inputs if c != text[0]]
+        others = [c for c in model.features if c != words.column]
         if others:
             raise MtlError(f"the model also takes {others}; give every input with --row or --input", where="--text")
-        frame, where = pd.DataFrame({text[0]: [args.text]}), "--text"
+        frame, where = pd.DataFrame({words.column: [args.text]}, dtype=object), "--text"
     else:
         frame, where = read_rows(args.input, args.row)
-    table = model.predict_frame(frame, where=where, task=args.task)
-    tagging = args.task is not None and model.tasks[args.task]["type"] == "tagging"
-    if tagging and not args.output:
-        text_column = (model.metadata.get("features", {}).get("text") or [None])[0]
-        for i, tags in enumerate(table[args.task]):
-            shown = frame[text_column].iloc[i] if text_column in frame else ""
-            print(f"Task: {args.task}\nInput: {shown}\n{args.task.upper()} Output: {tags}\n")
-        return 0
-    if any(info["type"] == "tagging" for info in model.tasks.values()):
-        table = table.map(lambda v: json.dumps(v) if isinstance(v, list) else v)
+    unseen: dict[str, int] = {}
+    table = model.predict_frame(frame, where=where, task=args.task, unseen=unseen)
+    for column, count in unseen.items():
+        print(f"note: column {column!r}: {count} of {len(frame)} value(s) not seen in training "
+              "(out-of-vocabulary)", file=sys.stderr)
+    if args.task is not None and not args.output:
+        texts = [str(t) for t in frame[words.column]] if words is not None and words.column in frame else \
+            [""] * len(frame)
+        entry = model.tasks[args.task]
+        lines = TASK_TYPES[entry["type"]].cli_lines(args.task, entry, list(table[args.task]), texts)
+        if lines is not None:
+            print("\n".join(lines))
+            return 0
+    table = table.map(lambda v: json.dumps(v) if isinstance(v, list) else v)
     if args.output:
         out = Path(args.output)
         tmp = out.with_name(f".{out.name}.tmp")
-        table.to_csv(tmp, index=False)
-        os.replace(tmp, out)
+        try:
+            table.to_csv(tmp, index=False)
+            os.replace(tmp, out)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise MtlError(f"cannot write: {exc.strerror}", where=f"--output {out}") from None
         print(f"predictions: {out} ({len(table)} rows, model {model.path})", file=sys.stderr)
     else:
         table.to_csv(sys.stdout, index=False)

@@ -21,6 +21,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from mtl.errors import MtlError
+from mtl.features import shown
 from mtl.serving.loader import LoadedModel, load, versions
 
 log = logging.getLogger("mtl.serve")
@@ -91,94 +92,95 @@ class ModelWatcher:
 
 
 # ----------------------------------------------------------------------------- request -> tensors
-def _value(value: Any, kind: str, where: str) -> Any:
-    if kind == "string":
-        if isinstance(value, dict) and set(value) == {"b64"} and isinstance(value["b64"], str):
-            try:
-                return base64.b64decode(value["b64"], validate=True)
-            except ValueError:
-                raise BadRequest(f"{where}: invalid base64 in 'b64'") from None
-        if isinstance(value, str):
-            return value.encode()
-        raise BadRequest(f"{where}: expected a string, got {json.dumps(value)[:40]}")
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise BadRequest(f"{where}: expected a number, got {json.dumps(value)[:40]}")
-    return float(value)
+def _cell(value: Any, where: str) -> Any:
+    """A JSON value as a raw cell: TF Serving's ``{"b64": ...}`` becomes the bytes it encodes; the rest is parsed by
+    the feature's kind (the one raw-value rule, as in training and ``mtl predict``)."""
+    if isinstance(value, dict) and set(value) == {"b64"} and isinstance(value["b64"], str):
+        try:
+            return base64.b64decode(value["b64"], validate=True)
+        except ValueError:
+            raise BadRequest(f"{where}: invalid base64 in 'b64'") from None
+    return value
 
 
-def _column(values: list, kind: str, name: str) -> np.ndarray:
-    converted = [_value(v, kind, f"input {name!r}, row {i}") for i, v in enumerate(values)]
-    return np.asarray(converted, dtype=object) if kind == "string" else np.asarray(converted, dtype="float32")
+def _row_value(value: Any, feature: Any, where: str) -> Any:
+    """One row's value of an input: a scalar (or a one-element list, shape ``(1,)``), or a list for a vector."""
+    if feature.input_shape():
+        return value
+    value = value[0] if isinstance(value, list) and len(value) == 1 else value
+    if isinstance(value, list | dict) and not (isinstance(value, dict) and set(value) == {"b64"}):
+        raise BadRequest(f"{where}: input {feature.column!r} must be one value per row (ragged or nested)")
+    return _cell(value, where)
 
 
-def _unwrap(value: Any) -> Any:
-    """A per-row value may be a scalar or a one-element list (shape ``()`` or ``(1,)``)."""
-    return value[0] if isinstance(value, list) and len(value) == 1 else value
+def _tensors(model: LoadedModel, columns: dict[str, list]) -> dict[str, np.ndarray]:
+    try:
+        return model.to_tensors(columns, where="request")
+    except MtlError as exc:
+        raise BadRequest(str(exc)) from None
 
 
 def parse_body(raw: bytes, model: LoadedModel) -> tuple[dict[str, np.ndarray], str]:
-    """``(tensors, "row" | "columnar")`` from a predict body, or ``BadRequest``."""
+    """``(tensors, "row" | "columnar")`` from a predict body, or ``BadRequest``. Inputs are named by column or by
+    signature input name; rows are numbered from 1 in errors."""
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"JSON Parse error: {exc}") from None
+    except RecursionError:
+        raise BadRequest("JSON Parse error: nested too deeply") from None
     if not isinstance(body, dict):
         raise BadRequest("the request body must be a JSON object with 'instances' or 'inputs'")
     signature = body.get("signature_name", "serving_default")
     if signature != "serving_default":
-        raise BadRequest(f"Serving signature name: \"{signature}\" not found in signature def")
+        raise BadRequest(f"Serving signature name: \"{shown(signature)}\" not found in signature def")
     unknown = set(body) - {"instances", "inputs", "signature_name"}
     if unknown:
-        raise BadRequest(f"unknown key(s) {sorted(unknown)}; expected 'instances' or 'inputs'")
+        raise BadRequest(f"unknown key(s) {sorted(shown(k) for k in unknown)}; expected 'instances' or 'inputs'")
     if ("instances" in body) == ("inputs" in body):
         raise BadRequest("Missing 'inputs' or 'instances' key" if "instances" not in body
                          else "Not both 'inputs' and 'instances' may be given")
-    names = list(model.inputs)
+    features = list(model.features.values())
     if "instances" in body:
         rows = body["instances"]
         if not isinstance(rows, list) or not rows:
             raise BadRequest("'instances' must be a non-empty list of rows")
-        if len(names) == 1 and not all(isinstance(r, dict) for r in rows):
-            rows = [{names[0]: r} for r in rows]
-        columns: dict[str, list] = {n: [] for n in names}
+        if len(features) == 1 and not all(isinstance(r, dict) for r in rows):
+            rows = [{features[0].column: r} for r in rows]
+        names: list[str] | None = None
+        columns: dict[str, list] = {}
         for i, row in enumerate(rows):
             if not isinstance(row, dict):
-                raise BadRequest(f"instances[{i}]: expected an object with the named inputs {names}")
-            missing = [n for n in names if n not in row]
-            extra = [k for k in row if k not in model.inputs]
-            if missing or extra:
-                raise BadRequest(f"instances[{i}]: " + "; ".join(
-                    ([f"missing input(s) {missing}"] if missing else []) + (
-                        [f"unknown input(s) {extra}"] if extra else [])) + f"; the model takes {names}")
+                raise BadRequest(f"instances[{i}]: expected an object with the named inputs {list(model.features)}")
+            if names is None:
+                try:
+                    model.check_columns(list(row), where=f"instances[{i}]")
+                except MtlError as exc:
+                    raise BadRequest(str(exc)) from None
+                names = list(row)
+                columns = {n: [] for n in names}
+            elif set(row) != set(names):
+                raise BadRequest(f"instances[{i}]: names the inputs {sorted(row)}, the first instance {sorted(names)}")
             for n in names:
-                value = _unwrap(row[n])
-                if isinstance(value, list):
-                    raise BadRequest(f"instances[{i}]: input {n!r} must be one value per row (ragged or nested)")
-                columns[n].append(value)
-        return {n: _column(columns[n], model.inputs[n], n) for n in names}, "row"
+                columns[n].append(_row_value(row[n], model._feature_of(n), f"instances[{i}]"))
+        return _tensors(model, columns), "row"
     inputs = body["inputs"]
-    if len(names) == 1 and isinstance(inputs, list):
-        inputs = {names[0]: inputs}
+    if len(features) == 1 and isinstance(inputs, list):
+        inputs = {features[0].column: inputs}
     if not isinstance(inputs, dict):
-        raise BadRequest(f"'inputs' must be an object mapping each input {names} to a list of values")
-    missing = [n for n in names if n not in inputs]
-    extra = [k for k in inputs if k not in model.inputs]
-    if missing or extra:
-        raise BadRequest("; ".join(([f"missing input(s) {missing}"] if missing else []) + (
-            [f"unknown input(s) {extra}"] if extra else [])) + f"; the model takes {names}")
-    lengths = {n: len(inputs[n]) if isinstance(inputs[n], list) else -1 for n in names}
+        raise BadRequest(f"'inputs' must be an object mapping each input {list(model.features)} to a list of values")
+    try:
+        model.check_columns(list(inputs), where="inputs")
+    except MtlError as exc:
+        raise BadRequest(str(exc)) from None
+    lengths = {n: len(inputs[n]) if isinstance(inputs[n], list) else -1 for n in inputs}
     if any(v < 0 for v in lengths.values()):
         raise BadRequest(f"every input must be a list of values, one per row; not a list: "
                          f"{[n for n, v in lengths.items() if v < 0]}")
     if len(set(lengths.values())) != 1 or 0 in lengths.values():
         raise BadRequest(f"inputs must all have the same, non-zero number of rows (ragged): {lengths}")
-    tensors = {}
-    for n in names:
-        values = [_unwrap(v) for v in inputs[n]]
-        if any(isinstance(v, list) for v in values):
-            raise BadRequest(f"input {n!r} must be one value per row (ragged or nested)")
-        tensors[n] = _column(values, model.inputs[n], n)
-    return tensors, "columnar"
+    columns = {n: [_row_value(v, model._feature_of(n), f"inputs[{n!r}]") for v in inputs[n]] for n in inputs}
+    return _tensors(model, columns), "columnar"
 
 
 # ----------------------------------------------------------------------------- tensors -> response

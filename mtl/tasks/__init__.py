@@ -1,4 +1,9 @@
-"""Task types, one module each; ``TASK_TYPES`` maps a config's ``type:`` to its class."""
+"""Task types, one module each; ``TASK_TYPES`` maps a config's ``type:`` to its class.
+
+A type owns its config keys (``config_class``), label encoding, head, loss, metrics, evaluation, test plot, export
+outputs and metadata, serving decode, app output and EDA section (see ``mtl.tasks.base.Task``). To add a type,
+write one module with a ``Task`` subclass, register it here, and call ``mtl.testing.check_task_type`` in a test.
+"""
 
 from __future__ import annotations
 

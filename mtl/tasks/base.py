@@ -1,9 +1,14 @@
-"""What every task type provides: label encoding, a head, a per-row loss, metrics, evaluation.
+"""What every task type provides: its config keys, label encoding, a head, a per-row loss, metrics, evaluation,
+a test plot, export outputs and metadata, how served outputs become a table, the app's output and an EDA section.
 
 A task follows scikit-learn's conventions on the data side: ``__init__`` stores parameters,
 ``fit`` learns from the training labels (state ends in ``_``), ``encode`` turns a label column into
 ``(y, present)`` arrays. On the model side it builds its head and gives a per-row loss and masked
 Keras metrics. ``get_config`` / ``from_config`` carry the fitted state into saved models.
+
+The serving-side hooks (``table_columns``, ``show_in_app``, ``cli_lines``) are classmethods that read only the
+task's entry of the export metadata (``export_metadata``), so serving needs the export alone. Generic code
+finds a type's class with ``mtl.tasks.TASK_TYPES[entry["type"]]`` and never names a type.
 """
 
 from __future__ import annotations
@@ -11,12 +16,14 @@ from __future__ import annotations
 import difflib
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, ClassVar
 
 import keras
 import numpy as np
 import pandas as pd
 
+from mtl._schema import TaskConfigBase
 from mtl.data.labels import data_row, label_text, missing_mask
 from mtl.errors import MtlError
 from mtl.layers import dense_stack
@@ -27,10 +34,12 @@ MetricFactory = Callable[["Task"], keras.metrics.Metric]
 
 
 class Task:
-    """Base class: subclasses set ``type``, ``losses``, ``metric_factories`` and the hooks below."""
+    """Base class: subclasses set ``type``, ``config_class``, ``losses``, ``metric_factories`` and the hooks below."""
 
     type: ClassVar[str]
+    config_class: ClassVar[type[TaskConfigBase]]  # the pydantic model of ``tasks.<name>`` for this type
     level: ClassVar[str] = "row"  # "row": one output per row; "word": one per word of the text (tagging)
+    classifier: ClassVar[bool] = False  # labels are classes: the split may stratify on it, SMOTE may resample it
     default_loss: ClassVar[str]
     losses: ClassVar[tuple[str, ...]]
     default_metrics: ClassVar[tuple[str, ...]]
@@ -106,6 +115,51 @@ class Task:
         """Metrics on labelled rows with scikit-learn (numpy in, floats out)."""
         raise NotImplementedError
 
+    def plot(self, y_true: np.ndarray, y_pred: np.ndarray, out: Path) -> Path | None:
+        """A PNG of the test split's labelled rows in ``out`` (ROC, predicted vs true, ...), or None."""
+        return None
+
+    # ------------------------------------------------------------------ data checks
+    def check_rows(self, frame: pd.DataFrame, text_column: str | None) -> None:
+        """Raise ``MtlError`` on the first row the task cannot use (e.g. tags that do not match the words)."""
+
+    # ------------------------------------------------------------------ export and serving
+    def export_metadata(self) -> dict:
+        """The task's entry in the export metadata: ``type``, its output names and what decoding needs."""
+        return {"type": self.type, "outputs": [self.name]}
+
+    def serving_outputs(self, output: Any, word_counts: Any | None) -> dict[str, Any]:
+        """Extra outputs of the exported signature beside ``<task>`` (tensors), e.g. class names or word tags;
+        ``word_counts`` is the number of white-space words of each row's text (``None`` without text)."""
+        return {}
+
+    @classmethod
+    def table_columns(cls, name: str, entry: dict, outputs: dict[str, np.ndarray],
+                      threshold: float | None = None) -> dict[str, Any]:
+        """Columns of ``mtl predict``'s table for this task, from the signature's outputs."""
+        return {name: outputs[name][:, 0]}
+
+    @classmethod
+    def cli_lines(cls, name: str, entry: dict, column: list, texts: list[str]) -> list[str] | None:
+        """What ``mtl predict --task NAME`` prints instead of a CSV (None: the CSV)."""
+        return None
+
+    @classmethod
+    def show_in_app(cls, st: Any, name: str, entry: dict, result: Any, words: list[str]) -> None:
+        """Show one predicted row (``result``: the table's row; ``words``: its text's words) in the Streamlit app."""
+        st.metric(name, f"{result[name]:.6f}")
+
+    # ------------------------------------------------------------------ EDA (from the config and raw labels)
+    @classmethod
+    def eda_section(cls, name: str, config: Any, labelled: pd.Series, plot: Path) -> list[str]:
+        """Markdown lines about the task's labelled values (label balance or statistics), drawing ``plot``."""
+        return []
+
+    @classmethod
+    def eda_target(cls, config: Any, values: pd.Series) -> pd.Series:
+        """Labels as floats (NaN where missing or not meaningful per row) for the correlation table."""
+        return pd.Series(np.nan, index=values.index)
+
     # ------------------------------------------------------------------ serialisation
     def get_config(self) -> dict:
         return {
@@ -148,6 +202,7 @@ class Task:
 class ClassificationTask(Task):
     """Shared label handling of binary and multiclass tasks: a fixed list of class names."""
 
+    classifier: ClassVar[bool] = True
     classes_: list[str]
 
     def __init__(self, *args: Any, class_weight: str | dict | None = None, unseen_labels: str = "error",
@@ -165,7 +220,8 @@ class ClassificationTask(Task):
             first = int(np.flatnonzero(unknown)[0])
             raise self._error(
                 f"{data_row(texts.index[first])}: label {texts.iloc[first]!r} is not one of "
-                f"the training classes {self.classes_}"
+                f"the training classes {self.classes_} (set tasks.{self.name}.unseen_labels: ignore to leave "
+                "such labels out)"
             )
         if unknown.any():
             log.info("%s: %d label(s) not seen in training are left unlabelled (unseen_labels: ignore)",
@@ -204,3 +260,23 @@ class ClassificationTask(Task):
     def get_config(self) -> dict:
         return {**super().get_config(), "class_weight": self.class_weight, "unseen_labels": self.unseen_labels,
                 "classes_": list(self.classes_)}
+
+    def export_metadata(self) -> dict:
+        return {**super().export_metadata(), "classes": [str(c) for c in self.classes_]}
+
+    @classmethod
+    def eda_section(cls, name: str, config: Any, labelled: pd.Series, plot: Path) -> list[str]:
+        from mtl.reporting import bar_plot, counts_table
+
+        counts = labelled.map(label_text).value_counts()
+        bar_plot(counts[:30], f"{name}: class balance", plot)
+        return [f"- classes: {len(counts)}", "", *counts_table(counts, "class")]
+
+    @classmethod
+    def eda_target(cls, config: Any, values: pd.Series) -> pd.Series:
+        """Class codes in sorted order (so correlations are only indicative for more than two classes)."""
+        missing = missing_mask(values)
+        out = pd.Series(np.nan, index=values.index)
+        text = values[~missing].map(label_text)
+        out[~missing] = pd.Categorical(text, categories=sorted(text.unique())).codes.astype(float)
+        return out

@@ -2,23 +2,37 @@
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 import keras
 import numpy as np
 import pandas as pd
+from pydantic import Field
 from sklearn import metrics as skm
 
+from mtl._schema import TaskConfigBase, UnseenLabels
 from mtl.data.labels import label_text, missing_mask
 from mtl.tasks.base import ClassificationTask
 
 _DEFAULT_POSITIVES = ("1", "True", "true", "yes", "Yes", "y", "Y", "positive", "pos")
 
 
+class BinaryTaskConfig(TaskConfigBase):
+    """``tasks.<name>`` of ``type: binary``."""
+
+    type: Literal["binary"]
+    positive: str | int | float | bool | None = None
+    threshold: float = Field(0.5, gt=0, lt=1)
+    class_weight: Literal["balanced"] | dict[str, float] | None = None
+    unseen_labels: UnseenLabels = "error"
+
+
 class BinaryTask(ClassificationTask):
     """``classes_ == [negative, positive]``; with ``positive`` set, every other label is negative."""
 
     type = "binary"
+    config_class = BinaryTaskConfig
     default_loss = "binary_crossentropy"
     losses = ("binary_crossentropy", "focal")
     default_metrics = ("auc", "accuracy", "precision", "recall", "f1")
@@ -95,6 +109,54 @@ class BinaryTask(ClassificationTask):
             "f1": lambda: skm.f1_score(y_true, hard, zero_division=0),
         }
         return {m: float(table[m]()) for m in self.metrics}
+
+    def plot(self, y_true: np.ndarray, y_pred: np.ndarray, out: Path) -> Path | None:
+        """The ROC curve, named by the positive class."""
+        if len(np.unique(y_true)) != 2:
+            return None
+        from mtl.reporting import figure, save_figure
+
+        fig = figure(5, 4.5)
+        ax = fig.subplots()
+        skm.RocCurveDisplay.from_predictions(y_true, np.asarray(y_pred).reshape(-1), ax=ax, name=self.name,
+                                             pos_label=1)
+        ax.plot([0, 1], [0, 1], ":", color="grey")
+        ax.set_title(f"{self.name}: positive class {self.classes_[1]!r}")
+        return save_figure(fig, out / f"roc_{self.name}.png")
+
+    def export_metadata(self) -> dict:
+        return {**super().export_metadata(), "threshold": float(self.threshold)}
+
+    @classmethod
+    def table_columns(cls, name: str, entry: dict, outputs: dict[str, np.ndarray],
+                      threshold: float | None = None) -> dict[str, Any]:
+        """The probability of the positive class and the label at the threshold."""
+        prob = outputs[name][:, 0]
+        cut = entry["threshold"] if threshold is None else threshold
+        return {name: prob, f"{name}_label": np.where(prob >= cut, entry["classes"][1], entry["classes"][0])}
+
+    @classmethod
+    def show_in_app(cls, st: Any, name: str, entry: dict, result: Any, words: list[str]) -> None:
+        st.metric(f"{name}: P({entry['classes'][1]})", f"{result[name]:.6f}", help=f"threshold {entry['threshold']}")
+        st.write(f"{name} label: **{result[f'{name}_label']}**")
+
+    @classmethod
+    def eda_section(cls, name: str, config: Any, labelled: pd.Series, plot: Path) -> list[str]:
+        lines = super().eda_section(name, config, labelled, plot)
+        classes = len(set(labelled.map(label_text)))
+        if classes != 2 and config.positive is None:
+            lines += ["", f"**Note:** a binary task should have 2 classes; found {classes}."]
+        return lines
+
+    @classmethod
+    def eda_target(cls, config: Any, values: pd.Series) -> pd.Series:
+        """1 for the positive class (else the second class in sorted order), 0 otherwise."""
+        if config.positive is None:
+            return super().eda_target(config, values)
+        missing = missing_mask(values)
+        out = pd.Series(np.nan, index=values.index)
+        out[~missing] = (values[~missing].map(label_text) == label_text(config.positive)).astype(float)
+        return out
 
     def get_config(self) -> dict:
         return {**super().get_config(), "positive": self.positive, "threshold": self.threshold}

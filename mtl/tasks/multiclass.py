@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 import keras
 import numpy as np
 import pandas as pd
+from pydantic import Field
 from sklearn import metrics as skm
 
+from mtl._schema import TaskConfigBase, UnseenLabels
 from mtl.data.labels import label_text, missing_mask
 from mtl.tasks.base import ClassificationTask
+
+
+class MulticlassTaskConfig(TaskConfigBase):
+    """``tasks.<name>`` of ``type: multiclass``."""
+
+    type: Literal["multiclass"]
+    class_weight: Literal["balanced"] | dict[str, float] | None = None
+    unseen_labels: UnseenLabels = "error"
+    parent: str | None = Field(None, description="a multiclass task whose output feeds this one (a label tree)")
 
 
 def _sort_key(text: str) -> tuple:
@@ -28,6 +40,7 @@ class MulticlassTask(ClassificationTask):
     """
 
     type = "multiclass"
+    config_class = MulticlassTaskConfig
     default_loss = "sparse_categorical_crossentropy"
     losses = ("sparse_categorical_crossentropy", "focal")
     default_metrics = ("accuracy", "macro_f1")
@@ -91,6 +104,49 @@ class MulticlassTask(ClassificationTask):
             ),
         }
         return {m: float(table[m]()) for m in self.metrics}
+
+    def plot(self, y_true: np.ndarray, y_pred: np.ndarray, out: Path) -> Path | None:
+        """The confusion matrix."""
+        from mtl.reporting import figure, save_figure
+
+        k = len(self.classes_)
+        fig = figure(max(5, 0.45 * k + 2), max(4.5, 0.45 * k + 1.5))
+        ax = fig.subplots()
+        skm.ConfusionMatrixDisplay.from_predictions(
+            np.asarray(y_true).astype(int), np.asarray(y_pred).argmax(-1), labels=np.arange(k),
+            display_labels=self.classes_, ax=ax, xticks_rotation="vertical", colorbar=False)
+        return save_figure(fig, out / f"confusion_{self.name}.png")
+
+    def export_metadata(self) -> dict:
+        entry = {**super().export_metadata(), "outputs": [self.name, f"{self.name}_classes"]}
+        if self.parent is not None:
+            entry |= {"parent": self.parent, "parent_of": list(self.parent_of_)}
+        return entry
+
+    def serving_outputs(self, output: Any, word_counts: Any | None) -> dict[str, Any]:
+        """``<task>_classes``: the class names, ``[batch, K]`` (as TF Serving's classify API gives them)."""
+        import tensorflow as tf
+
+        classes = tf.constant([[str(c) for c in self.classes_]], tf.string)
+        return {f"{self.name}_classes": tf.tile(classes, tf.stack([tf.shape(output)[0], 1]))}
+
+    @classmethod
+    def table_columns(cls, name: str, entry: dict, outputs: dict[str, np.ndarray],
+                      threshold: float | None = None) -> dict[str, Any]:
+        """The probability of each class and the most likely one."""
+        values = outputs[name]
+        table: dict[str, Any] = {f"{name}_{c}": values[:, i] for i, c in enumerate(entry["classes"])}
+        table[f"{name}_label"] = np.asarray(entry["classes"], dtype=object)[values.argmax(axis=1)]
+        return table
+
+    @classmethod
+    def show_in_app(cls, st: Any, name: str, entry: dict, result: Any, words: list[str]) -> None:
+        import pandas as pd
+
+        st.metric(f"{name}: most likely", str(result[f"{name}_label"]))
+        st.dataframe(pd.DataFrame({"class": entry["classes"],
+                                   "probability": [result[f"{name}_{c}"] for c in entry["classes"]]}),
+                     hide_index=True)
 
     def get_config(self) -> dict:
         config = {**super().get_config(), "parent": self.parent}

@@ -2,15 +2,32 @@
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 import keras
 import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
+from mtl._schema import TaskConfigBase
 from mtl.data.labels import data_row, missing_mask
+from mtl.features._values import CellError, number_value, shown
 from mtl.tasks.base import Task
+
+
+class RegressionTaskConfig(TaskConfigBase):
+    """``tasks.<name>`` of ``type: regression``."""
+
+    type: Literal["regression"]
+
+
+def _label_number(value: Any) -> float:
+    """A label as a float; ``inf`` for a label that is not a finite number (the caller reports it)."""
+    try:
+        return number_value(value)
+    except CellError:
+        return float("inf")
 
 
 class RegressionTask(Task):
@@ -18,6 +35,7 @@ class RegressionTask(Task):
     so the model, its metrics and its exports speak in the target's own units."""
 
     type = "regression"
+    config_class = RegressionTaskConfig
     default_loss = "mse"
     losses = ("mse", "mae", "huber", "log_cosh")
     default_metrics = ("rmse", "mae", "r2")
@@ -33,11 +51,19 @@ class RegressionTask(Task):
 
     def _numbers(self, labels: pd.Series) -> tuple[np.ndarray, np.ndarray]:
         present = ~missing_mask(labels)
-        values = pd.to_numeric(labels.where(present), errors="coerce").to_numpy(dtype="float64")
+        values = np.array([_label_number(v) if p else np.nan for v, p in zip(labels, present, strict=True)],
+                          dtype="float64")
         bad = present & ~np.isfinite(values)
         if bad.any():
             pos = int(np.flatnonzero(bad)[0])
-            raise self._error(f"{data_row(labels.index[pos])}: {labels.iloc[pos]!r} is not a number")
+            value = labels.iloc[pos]
+            try:
+                number_value(value, non_finite="missing")
+            except CellError:
+                problem = "is not a number"
+            else:
+                problem = "is not a finite number"
+            raise self._error(f"{data_row(labels.index[pos])}: {shown(value)} {problem}")
         return values, present
 
     def fit(self, labels: pd.Series) -> RegressionTask:
@@ -76,6 +102,39 @@ class RegressionTask(Task):
             "r2": lambda: skm.r2_score(y_true, pred) if len(y_true) > 1 else float("nan"),
         }
         return {m: float(table[m]()) for m in self.metrics}
+
+    def plot(self, y_true: np.ndarray, y_pred: np.ndarray, out: Path) -> Path | None:
+        """Predicted against true values, with the diagonal."""
+        from mtl.reporting import figure, save_figure
+
+        pred = np.asarray(y_pred).reshape(-1)
+        fig = figure(5, 4.5)
+        ax = fig.subplots()
+        ax.scatter(y_true, pred, s=4, alpha=0.3)
+        low, high = float(min(y_true.min(), pred.min())), float(max(y_true.max(), pred.max()))
+        ax.plot([low, high], [low, high], ":", color="grey")
+        ax.set(xlabel=f"true {self.name}", ylabel=f"predicted {self.name}")
+        return save_figure(fig, out / f"pred_vs_true_{self.name}.png")
+
+    @classmethod
+    def eda_section(cls, name: str, config: Any, labelled: pd.Series, plot: Path) -> list[str]:
+        from mtl.reporting import cell, histograms, stats_table
+
+        numbers = pd.Series([_label_number(v) for v in labelled], index=labelled.index, dtype="float64")
+        bad = ~np.isfinite(numbers)
+        lines = []
+        if bad.any():
+            lines.append(f"- **non-numeric labels:** {int(bad.sum()):,} (e.g. {cell(repr(labelled[bad].iloc[0]))})")
+        numbers = numbers[~bad]
+        histograms({name: numbers}, plot)
+        return [*lines, "", *stats_table({name: numbers})]
+
+    @classmethod
+    def eda_target(cls, config: Any, values: pd.Series) -> pd.Series:
+        missing = missing_mask(values)
+        numbers = [_label_number(v) if not m else np.nan for v, m in zip(values, missing, strict=True)]
+        out = pd.Series(numbers, index=values.index, dtype="float64")
+        return out.where(np.isfinite(out))
 
     def get_config(self) -> dict:
         return {**super().get_config(), "mean_": self.mean_, "std_": self.std_}

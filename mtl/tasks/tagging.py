@@ -10,14 +10,17 @@ seqeval (CoNLL evaluation), token accuracy from Keras while training and scikit-
 from __future__ import annotations
 
 import logging
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 import keras
 import numpy as np
 import pandas as pd
 
+from mtl._schema import TaskConfigBase, UnseenLabels
 from mtl.data.labels import data_row
-from mtl.data.text import tag_list
+from mtl.data.text import check_tag_counts, tag_list
+from mtl.errors import MtlError
 from mtl.layers import dense_stack
 from mtl.tasks.base import Task
 
@@ -39,10 +42,19 @@ class MaskWords(keras.layers.Layer):
         return input_shapes[0]
 
 
+class TaggingTaskConfig(TaskConfigBase):
+    """``tasks.<name>`` of ``type: tagging``: one BIO tag per white-space word of ``data.features.text`` (a list, or
+    tags separated by spaces)."""
+
+    type: Literal["tagging"]
+    unseen_labels: UnseenLabels = "error"
+
+
 class TaggingTask(Task):
     """``classes_``: the tags seen in training, ``O`` first. Predicts ``[batch, words, tags]``."""
 
     type = "tagging"
+    config_class = TaggingTaskConfig
     level = "word"
     default_loss = "sparse_categorical_crossentropy"
     losses = ("sparse_categorical_crossentropy",)
@@ -88,6 +100,12 @@ class TaggingTask(Task):
             log.info("%s: %d tag(s) not seen in training are left unlabelled (unseen_labels: ignore)",
                      self.name, ignored)
         return y, present
+
+    def check_rows(self, frame: pd.DataFrame, text_column: str | None) -> None:
+        """Every labelled row has one tag per word of its text."""
+        if text_column is None:
+            raise MtlError("a tagging task needs data.features.text (the words it tags)", where=f"tasks.{self.name}")
+        check_tag_counts(frame[text_column], frame[self.column], self.name, self.column)
 
     # ------------------------------------------------------------------ model side
     def build_head(self, x: Any, tower: Any) -> Any:
@@ -152,6 +170,50 @@ class TaggingTask(Task):
                                     for t, g in zip(a, b, strict=True)) / max(total, 1),
         }
         return {m: float(table[m]()) for m in self.metrics}
+
+    # ------------------------------------------------------------------ export and serving
+    def export_metadata(self) -> dict:
+        return {**super().export_metadata(), "outputs": [self.name, f"{self.name}_tags"],
+                "classes": [str(c) for c in self.classes_]}
+
+    def serving_outputs(self, output: Any, word_counts: Any | None) -> dict[str, Any]:
+        """``<task>_tags`` [batch, words]: each word's most likely tag, ``O`` for a word no window reached, ``""``
+        past the end of a text."""
+        import tensorflow as tf
+
+        classes = [str(c) for c in self.classes_]
+        tags = tf.gather(tf.constant(classes), tf.argmax(output, axis=-1))
+        outside = classes[0] if classes[0] == OUTSIDE else ""
+        tags = tf.where(tf.reduce_sum(output, axis=-1) > 0.5, tags, outside)
+        return {f"{self.name}_tags": tf.where(tf.sequence_mask(word_counts, tf.shape(output)[1]), tags, "")}
+
+    @classmethod
+    def table_columns(cls, name: str, entry: dict, outputs: dict[str, np.ndarray],
+                      threshold: float | None = None) -> dict[str, Any]:
+        """Each row's word tags as a list."""
+        return {name: [[t.decode() if isinstance(t, bytes) else str(t) for t in row if t]
+                       for row in outputs[f"{name}_tags"]]}
+
+    @classmethod
+    def cli_lines(cls, name: str, entry: dict, column: list, texts: list[str]) -> list[str] | None:
+        """``Task: / Input: / <TASK> Output: [...]`` per text."""
+        return [f"Task: {name}\nInput: {text}\n{name.upper()} Output: {tags}\n"
+                for text, tags in zip(texts, column, strict=True)]
+
+    @classmethod
+    def show_in_app(cls, st: Any, name: str, entry: dict, result: Any, words: list[str]) -> None:
+        words = words[:len(result[name])]
+        st.write(f"{name}:")
+        st.dataframe(pd.DataFrame({"word": words, "tag": result[name][:len(words)]}), hide_index=True)
+
+    # ------------------------------------------------------------------ EDA
+    @classmethod
+    def eda_section(cls, name: str, config: Any, labelled: pd.Series, plot: Path) -> list[str]:
+        from mtl.reporting import bar_plot, counts_table
+
+        counts = labelled.map(tag_list).dropna().explode().value_counts()
+        bar_plot(counts[:30], f"{name}: tags", plot)
+        return [f"- tags: {len(counts)} over {int(counts.sum()):,} words", "", *counts_table(counts, "tag")]
 
     def get_config(self) -> dict:
         return {**super().get_config(), "unseen_labels": self.unseen_labels, "classes_": list(self.classes_)}

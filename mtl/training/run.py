@@ -22,12 +22,12 @@ import keras
 import pandas as pd
 
 from mtl.config import Config, dump_config, load_config
-from mtl.data import PreparedData, prepare, read_table
+from mtl.data import PreparedData, load_data
 from mtl.errors import MtlError
-from mtl.evaluation import evaluate_split, predict
+from mtl.evaluation import evaluate
 from mtl.evaluation import plots as run_plots
 from mtl.model import MultiTaskModel, build_model
-from mtl.tasks import Task, build_tasks, decode_hierarchy
+from mtl.tasks import Task
 from mtl.training.batches import to_dataset
 from mtl.training.callbacks import (
     DivergenceGuard,
@@ -89,9 +89,7 @@ def resume(run_dir: str | Path) -> RunResult:
 
 
 def _prepare(config: Config) -> tuple[PreparedData, dict[str, Task]]:
-    frame, source = read_table(config.data.path, config.data.dataset)
-    tasks = build_tasks(config.tasks)
-    data = prepare(frame, config, tasks, source)
+    data, tasks = load_data(config)
     _check_monitors(config, tasks, has_val=len(data.val) > 0)
     export = config.output.export
     if export is not None and export.version is not None:
@@ -99,9 +97,6 @@ def _prepare(config: Config) -> tuple[PreparedData, dict[str, Task]]:
         if target.exists():
             raise MtlError(f"{target} already exists; leave version out to export the next one",
                            where="output.export.version")
-    if config.training.jit_compile and data.categorical:
-        raise MtlError("XLA cannot compile the in-graph string lookups of categorical features; "
-                       "set it to false", where="training.jit_compile")
     return data, tasks
 
 
@@ -182,10 +177,7 @@ def _run(config: Config, data: PreparedData, tasks: dict[str, Task], path: Path,
     policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy(t.mixed_precision)
     try:
-        window = config.data.window
-        model = build_model(config.model, tasks, data.numeric, data.categorical, data.train.features,
-                            weighting=t.weighting.model_dump(), text=data.text, max_length=config.data.max_length,
-                            stride=window.stride if window else None)
+        model = build_model(config.model, tasks, data.features, weighting=t.weighting.model_dump())
         steps_per_epoch = math.ceil(len(data.train) / t.batch_size)
         model.compile(optimizer=_optimizer(config, steps_per_epoch), jit_compile=t.jit_compile,
                       steps_per_execution=min(t.steps_per_execution, steps_per_epoch))
@@ -203,7 +195,7 @@ def _run(config: Config, data: PreparedData, tasks: dict[str, Task], path: Path,
         if initial_epoch < t.epochs:
             model.fit(
                 to_dataset(data.train, t.batch_size, shuffle=True, seed=config.seed,
-                           bucket_by=data.text if t.bucket_by_length else None),
+                           bucket_by=data.words_column if t.bucket_by_length else None),
                 validation_data=to_dataset(data.val, t.batch_size) if has_val else None,
                 epochs=t.epochs, initial_epoch=initial_epoch, callbacks=callbacks, verbose=t.verbose,
                 shuffle=False)  # the dataset reshuffles itself each epoch
@@ -212,14 +204,9 @@ def _run(config: Config, data: PreparedData, tasks: dict[str, Task], path: Path,
         os.replace(tmp_model, path / "model.keras")
 
         history = pd.read_csv(path / "history.csv")
-        metrics, test_predictions = {}, {}
-        for split_name in ("val", "test"):
-            split = getattr(data, split_name)
-            predictions = predict(model, split, batch_size=t.batch_size if data.text else 1024)
-            metrics[split_name] = evaluate_split(tasks, split, predictions)
-            predictions = {k: keras.ops.convert_to_numpy(v) for k, v in decode_hierarchy(tasks, predictions).items()}
-            if split_name == "test":
-                test_predictions = predictions
+        metrics, predictions = evaluate(model, tasks, {"val": data.val, "test": data.test},
+                                        batch_size=t.batch_size if data.words_column else 1024)
+        test_predictions = predictions["test"]
         plot_dir = path / "plots"
         plot_dir.mkdir(exist_ok=True)
         run_plots.learning_curves(history, tasks, plot_dir)

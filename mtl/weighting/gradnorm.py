@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 import keras
 
+from mtl.errors import MtlError
 from mtl.weighting.base import WeightingStrategy, flatten
 
 
@@ -44,11 +45,16 @@ class GradNorm(WeightingStrategy):
         return {n: self.weights_now[n] for n in self.task_names}
 
     def norm_indices(self, shared_vars: list[Any]) -> list[int]:
-        """Positions of the last shared layer's variables among the shared ones (all if not named)."""
+        """Positions of the declared last shared layers' variables among the shared ones; ``layers=None`` (a
+        strategy used on its own) measures all shared variables. No fallback: declared layers none of which is
+        shared by two tasks (or an empty declaration) are an error."""
         if self.layers is None:
             return list(range(len(shared_vars)))
         found = [i for i, v in enumerate(shared_vars) if _layer_name(v) in self.layers]
-        return found or list(range(len(shared_vars)))
+        if not found:
+            raise MtlError(f"gradnorm needs the trunk's last shared layers; declared {self.layers or 'none'}, and "
+                           "none of them is shared by two tasks", where="training.weighting")
+        return found
 
     def combine(self, task_gradients: dict[str, list[Any]], shared_vars: list[Any],
                 task_losses: dict[str, Any]) -> list[Any]:

@@ -92,10 +92,14 @@ def test_weights_are_stored_once(exported_model: dict) -> None:
 def test_metadata_asset_has_features_vocabularies_tasks(exported_model: dict) -> None:
     meta = json.loads((exported_model["version_dir"] / "assets" / METADATA_FILE).read_text())
     result = exported_model["result"]
-    assert sorted(meta["features"]["numeric"]) == sorted(ADULT_NUMERIC)
+    features = {f["column"]: f for f in meta["features"]}
+    assert sorted(c for c, f in features.items() if f["kind"] == "numeric") == sorted(ADULT_NUMERIC)
+    for column in ADULT_NUMERIC:
+        assert features[column]["mean_"] == pytest.approx(float(np.nanmean(result.data.train.features[column])),
+                                                          rel=1e-5)
     for column in ADULT_CATEGORICAL:
-        training = sorted({v.decode() if isinstance(v, bytes) else str(v) for v in result.data.train.features[column]})
-        assert meta["features"]["categorical"][column] == training
+        assert features[column]["kind"] == "categorical" and features[column]["input_name"] == column
+        assert features[column]["vocabulary_"] == sorted(set(result.data.train.features[column]))
     assert meta["tasks"]["income"] == {"type": "binary", "outputs": ["income"], "classes": ["<=50K", ">50K"],
                                        "threshold": 0.4}
     assert meta["tasks"]["race"]["classes"] == result.tasks["race"].classes_

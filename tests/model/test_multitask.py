@@ -27,7 +27,7 @@ def built(adult_slice):
 def new_model(built, steps_per_execution=1):
     config, tasks, data = built
     keras.utils.set_random_seed(0)
-    model = build_model(config.model, tasks, data.numeric, data.categorical, data.train.features)
+    model = build_model(config.model, tasks, data.features)
     model.compile(optimizer=keras.optimizers.Adam(1e-2), steps_per_execution=steps_per_execution)
     return model
 
@@ -130,7 +130,7 @@ def test_trainable_false_freezes_a_head(adult_slice):
     config = config_from_dict(tiny_config(tasks__hours_per_week__trainable=False))
     tasks = build_tasks(config.tasks)
     data = prepare(adult_slice, config, tasks, "adult slice")
-    model = build_model(config.model, tasks, data.numeric, data.categorical, data.train.features)
+    model = build_model(config.model, tasks, data.features)
     model.compile(optimizer="adam")
     frozen = model.get_layer("hours_per_week_standardised").kernel.numpy().copy()
     model.fit(to_dataset(data.train, 128), epochs=1, verbose=0)

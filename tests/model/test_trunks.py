@@ -23,7 +23,7 @@ def built(adult_slice, trunk):
     tasks = build_tasks(config.tasks)
     data = prepare(adult_slice, config, tasks, "adult slice")
     keras.utils.set_random_seed(0)
-    return build_model(config.model, tasks, data.numeric, data.categorical, data.train.features), data
+    return build_model(config.model, tasks, data.features), data
 
 
 def test_mmoe_gates_are_softmaxes_and_each_task_gets_its_own_mixture(adult_slice):

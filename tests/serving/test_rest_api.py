@@ -102,12 +102,12 @@ def test_b64_nan_and_one_element_lists_are_accepted(client: TestClient, rows: pd
     (b"[1, 2]", "JSON object"),
     (b"{}", "Missing 'inputs' or 'instances' key"),
     (b'{"instances": [], "inputs": {}}', "Not both"),
-    (b'{"instances": [{"age": 39}]}', "missing input(s)"),
-    (None, "unknown input(s) ['colour']"),
-    (None, "expected a number"),
-    (None, "expected a string"),
+    (b'{"instances": [{"age": 39}]}', "missing column(s)"),
+    (None, "unexpected column(s) ['colour']"),
+    (None, "column 'age', row 1: 'forty' is not a number"),
+    (None, "column 'age', row 2: True is not a number"),
     (None, "ragged"),
-    (b'{"instances": [{"age": [1, 2]}]}', "missing input(s)"),
+    (b'{"instances": [{"age": [1, 2]}]}', "missing column(s)"),
     (b'{"instances": [], "signature_name": "other"}', "signature name"),
 ])
 def test_bad_bodies_get_400_json(client: TestClient, rows: pd.DataFrame, body: bytes | None, needle: str) -> None:
@@ -115,9 +115,9 @@ def test_bad_bodies_get_400_json(client: TestClient, rows: pd.DataFrame, body: b
     if body is None:
         columns = {c: rows[c].tolist() for c in rows.columns}
         body = json.dumps({
-            "unknown input(s) ['colour']": {"instances": [{**row, "colour": "red"}]},
-            "expected a number": {"instances": [{**row, "age": "forty"}]},
-            "expected a string": {"instances": [{**row, "workclass": 7}]},
+            "unexpected column(s) ['colour']": {"instances": [{**row, "colour": "red"}]},
+            "column 'age', row 1: 'forty' is not a number": {"instances": [{**row, "age": "forty"}]},
+            "column 'age', row 2: True is not a number": {"instances": [row, {**row, "age": True}]},
             "ragged": {"inputs": {**columns, "age": columns["age"][:2]}},
         }[needle]).encode()
     answer = client.post("/v1/models/adult:predict", content=body)

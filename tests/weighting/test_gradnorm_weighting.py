@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from mtl.errors import MtlError
 from mtl.weighting.gradnorm import GradNorm
 
 
@@ -46,5 +47,8 @@ def test_norms_use_only_the_named_last_shared_layer():
     last.build((None, 1))
     shared = first.weights + last.weights
     assert strategy.norm_indices(shared) == [2, 3]
-    assert GradNorm(["a", "b"]).norm_indices(shared) == [0, 1, 2, 3]
+    assert GradNorm(["a", "b"]).norm_indices(shared) == [0, 1, 2, 3]  # used on its own: all shared variables
+    for declared in (["renamed"], []):  # declared layers that are not shared: an error, never a silent fallback
+        with pytest.raises(MtlError, match="gradnorm needs the trunk's last shared layers"):
+            GradNorm(["a", "b"], layers=declared).norm_indices(shared)
     np.testing.assert_equal(len(shared), 4)

@@ -84,7 +84,7 @@ def one_step(adult_slice, weighting):
     tasks = build_tasks(config.tasks)
     data = prepare(adult_slice, config, tasks, "adult slice")
     keras.utils.set_random_seed(0)
-    model = build_model(config.model, tasks, data.numeric, data.categorical, data.train.features, weighting=weighting)
+    model = build_model(config.model, tasks, data.features, weighting=weighting)
     model.compile(optimizer=keras.optimizers.SGD(0.1))
     model.train_step(next(iter(to_dataset(data.train, 256))))
     return model

@@ -1,0 +1,91 @@
+"""``data.features.categorical``: columns of categories, read as the text written (``mtl.features._values``).
+In the graph: a ``StringLookup`` over the training vocabulary with one out-of-vocabulary bucket, then an
+``Embedding``. Values not seen in training are counted at prediction time (``unseen_count``)."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from mtl.features._base import Encoded, Feature
+from mtl.features._values import category_text, cells
+
+__all__ = ["CategoricalFeature", "embedding_size"]
+
+
+def embedding_size(cardinality: int, setting: int | str = "auto") -> int:
+    """``auto``: fast.ai's rule of thumb ``1.6 * n ** 0.56``, capped at 16."""
+    if setting != "auto":
+        return int(setting)
+    return max(2, min(16, math.ceil(1.6 * cardinality**0.56)))
+
+
+class CategoricalFeature(Feature):
+    """A string column; ``vocabulary_`` is the training split's distinct values (sorted), ``most_frequent_`` the
+    commonest (the app's default)."""
+
+    kind: ClassVar[str] = "categorical"
+    dtype: ClassVar[str] = "string"
+    description: ClassVar[str] = ("categorical input columns, read as the text written (see \"Raw values\"). The "
+                                  "vocabulary comes from the training split, with one out-of-vocabulary bucket, "
+                                  "then an embedding")
+
+    @classmethod
+    def check_config(cls, config: Any, used: bool) -> None:
+        if used and config.training.jit_compile:
+            raise ValueError("training.jit_compile: XLA cannot compile the in-graph string lookups of categorical "
+                             "features; set it to false")
+
+    def parse(self, values: Sequence | np.ndarray, where: str | None = None, first_row: int = 1) -> np.ndarray:
+        return np.asarray(cells(values, self.column, where, category_text, first_row), dtype=object).reshape(-1)
+
+    def fit(self, values: np.ndarray) -> CategoricalFeature:
+        counts = Counter(values.tolist())
+        self.vocabulary_ = sorted(counts)
+        self.most_frequent_ = max(sorted(counts), key=counts.__getitem__) if counts else ""
+        return self
+
+    def unseen_count(self, values: np.ndarray) -> int:
+        known = set(self.vocabulary_)
+        return sum(v not in known for v in values.tolist())
+
+    @classmethod
+    def build_group(cls, features: list[Feature], inputs: dict[str, Any], model_config: Any) -> Encoded:
+        import keras
+
+        parts = []
+        for f in features:
+            ids = keras.layers.StringLookup(vocabulary=f.vocabulary_ or [""], num_oov_indices=1,
+                                            name=f"{f.input_name}_lookup")(inputs[f.column])
+            size = len(f.vocabulary_ or [""]) + 1
+            parts.append(keras.layers.Embedding(size, embedding_size(size, model_config.embedding_dim),
+                                                name=f"{f.input_name}_embedding")(ids))
+        return Encoded(parts)
+
+    def app_input(self, container: Any) -> Any:
+        missing = "(missing)"
+        options = [*self.vocabulary_, missing] if "" not in self.vocabulary_ else list(self.vocabulary_)
+        shown = [v if v != "" else missing for v in options]
+        default = shown.index(self.most_frequent_ if self.most_frequent_ != "" else missing)
+        choice = container.selectbox(self.column, shown, index=default, key=f"in_{self.column}")
+        return None if choice == missing else choice
+
+    @classmethod
+    def eda_section(cls, frame: Any, columns: list[str], plots: Path) -> list[str]:
+        """Cardinality, missing count and the 3 most frequent values of each categorical feature."""
+        from mtl.reporting import cell
+
+        lines = ["## Categorical features", "", "| feature | cardinality | missing | top values |",
+                 "|---|---:|---:|---|"]
+        for c in columns:
+            texts = frame[c].map(category_text)
+            absent = texts == ""
+            counts = texts[~absent].value_counts()
+            top = ", ".join(f"{cell(v)} ({k:,})" for v, k in counts[:3].items())
+            lines.append(f"| `{c}` | {len(counts):,} | {int(absent.sum()):,} | {top} |")
+        return [*lines, ""]
