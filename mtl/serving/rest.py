@@ -114,10 +114,16 @@ def _row_value(value: Any, feature: Any, where: str) -> Any:
 
 
 def _tensors(model: LoadedModel, columns: dict[str, list]) -> dict[str, np.ndarray]:
+    """Parse the request's columns (the one raw-value rule); values not seen in training are logged."""
+    unseen: dict[str, int] = {}
     try:
-        return model.to_tensors(columns, where="request")
+        tensors = model.to_tensors(columns, where="request", unseen=unseen)
     except MtlError as exc:
         raise BadRequest(str(exc)) from None
+    for column, count in unseen.items():
+        log.info("version %s: column %r: %d value(s) not seen in training (out-of-vocabulary)", model.version,
+                 column, count)
+    return tensors
 
 
 def parse_body(raw: bytes, model: LoadedModel) -> tuple[dict[str, np.ndarray], str]:
