@@ -70,13 +70,14 @@ class _Version:
 
 
 def _identity(folder: Path) -> tuple:
-    """What tells a re-exported version from the one served before: inode, size and mtime of the key files."""
+    """What tells a re-exported version from the one served before: inode, size, mtime and ctime of the key files
+    (ctime changes with every new file, even one copied with its old mtime, or one that reuses a freed inode)."""
     parts: list[Any] = []
     for path in (folder, folder / "saved_model.pb", folder / "variables" / "variables.index",
                  folder / "assets" / "mtl_metadata.json"):
         try:
             stat = path.stat()
-            parts.append((stat.st_ino, stat.st_size, stat.st_mtime_ns))
+            parts.append((stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns))
         except OSError:
             parts.append(None)
     return tuple(parts)
@@ -198,7 +199,7 @@ class ModelVersions:
 
     def status(self, version: int | None = None) -> list[dict]:
         """TF Serving's ``model_version_status`` entries: every version seen (newest first), or the one asked for."""
-        records = sorted(self._versions.values(), key=lambda r: -r.number)
+        records = sorted((r for r in self._versions.values() if r.state != START), key=lambda r: -r.number)
         if version is not None:
             records = [r for r in records if r.number == version]
             if not records:
