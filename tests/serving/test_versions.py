@@ -8,7 +8,6 @@ constant it was built with, so a prediction tells exactly which export on disk s
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import threading
 from pathlib import Path
@@ -21,32 +20,6 @@ from mtl.serving import load
 from mtl.serving._versions import ModelRegistry, ModelVersions, VersionPolicy, read_model_config
 from mtl.serving.loader import versions
 from mtl.serving.rest import create_app
-
-
-@pytest.fixture(scope="session")
-def markers(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
-    """Marker SavedModels answering 1.0 ... 4.0 (built once, copied into each test's base path)."""
-    import tensorflow as tf
-
-    root = tmp_path_factory.mktemp("markers")
-    built = {}
-    for marker in (1, 2, 3, 4):
-        class Marker(tf.Module):
-            @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
-            def serve(self, x: tf.Tensor, marker: float = float(marker)) -> dict:
-                return {"marker": tf.fill(tf.shape(x), marker)}
-
-        module = Marker()
-        tf.saved_model.save(module, str(root / str(marker)), signatures={"serving_default": module.serve})
-        built[marker] = root / str(marker)
-    return built
-
-
-def _put(markers: dict[int, Path], base: Path, version: str, marker: int) -> None:
-    """Export ``marker`` as ``base/version`` the safe way: copy aside, then rename into place."""
-    tmp = base / f".tmp-{version}"
-    shutil.copytree(markers[marker], tmp)
-    os.replace(tmp, base / version)
 
 
 def _answer(client: TestClient, name: str = "m", version: int | None = None) -> tuple[int, str, float | str]:
@@ -75,10 +48,11 @@ def served(tmp_path: Path):  # noqa: ANN201
         yield base, model, client
 
 
-def test_a_removed_version_is_unloaded_and_the_previous_one_serves(served, markers: dict) -> None:  # noqa: ANN001
+def test_a_removed_version_is_unloaded_and_the_previous_one_serves(served, markers: dict,  # noqa: ANN001
+                                                                   put_marker) -> None:  # noqa: ANN001
     base, model, client = served
-    _put(markers, base, "1", 1)
-    _put(markers, base, "2", 2)
+    put_marker(markers, base, "1", 1)
+    put_marker(markers, base, "2", 2)
     model.poll()
     assert _answer(client) == (200, "2", 2.0)
     assert _states(client) == {"2": "AVAILABLE"}
@@ -95,30 +69,31 @@ def test_a_removed_version_is_unloaded_and_the_previous_one_serves(served, marke
     assert str(base) not in error
 
 
-def test_a_version_re_exported_under_a_number_seen_before_is_loaded_fresh(served, markers: dict) -> None:  # noqa: ANN001
+def test_a_version_re_exported_under_a_number_seen_before_is_loaded_fresh(served, markers: dict,  # noqa: ANN001
+                                                                          put_marker) -> None:  # noqa: ANN001
     base, model, client = served
-    _put(markers, base, "1", 1)
+    put_marker(markers, base, "1", 1)
     model.poll()
     assert _answer(client) == (200, "1", 1.0)
     shutil.rmtree(base / "1")  # deleted and exported again between two polls
-    _put(markers, base, "1", 3)
+    put_marker(markers, base, "1", 3)
     model.poll()
     assert _answer(client) == (200, "1", 3.0)
     shutil.rmtree(base / "1")  # deleted, seen gone, then exported again
     model.poll()
     assert _answer(client)[0] == 404
-    _put(markers, base, "1", 4)
+    put_marker(markers, base, "1", 4)
     model.poll()
     assert _answer(client) == (200, "1", 4.0)
     assert _states(client) == {"1": "AVAILABLE"}
 
 
-def test_a_failing_version_is_logged_once_backs_off_and_blocks_nothing(tmp_path: Path, markers: dict,
+def test_a_failing_version_is_logged_once_backs_off_and_blocks_nothing(tmp_path: Path, markers: dict, put_marker,
                                                                        caplog: pytest.LogCaptureFixture) -> None:
     base = tmp_path / "m"
     base.mkdir()
-    _put(markers, base, "1", 1)
-    _put(markers, base, "2", 2)
+    put_marker(markers, base, "1", 1)
+    put_marker(markers, base, "2", 2)
     (base / "2" / "saved_model.pb").write_bytes(b"not a protobuf")
     attempts: list[Path] = []
 
@@ -148,17 +123,17 @@ def test_a_failing_version_is_logged_once_backs_off_and_blocks_nothing(tmp_path:
             errors = [r for r in caplog.records if "version 2 not loaded" in r.getMessage()]
             assert len(errors) == 1  # logged once, not at every retry
             shutil.rmtree(base / "2")
-            _put(markers, base, "2", 2)  # fixed: new files, loaded at the next poll without waiting
+            put_marker(markers, base, "2", 2)  # fixed: new files, loaded at the next poll without waiting
             model.poll(now=first_delay + 0.1)
             assert _answer(client) == (200, "2", 2.0)
             assert _states(client) == {"2": "AVAILABLE", "1": "END"}
 
 
 def test_a_truncated_metadata_file_or_no_loadable_version_never_stops_start_up(tmp_path: Path,
-                                                                             markers: dict) -> None:
+                                                                             markers: dict, put_marker) -> None:
     base = tmp_path / "m"
     base.mkdir()
-    _put(markers, base, "1", 1)
+    put_marker(markers, base, "1", 1)
     (base / "1" / "assets").mkdir(exist_ok=True)
     (base / "1" / "assets" / "mtl_metadata.json").write_text('{"tasks": {"inc')
     registry = ModelRegistry({"m": ModelVersions("m", base)})
@@ -169,21 +144,21 @@ def test_a_truncated_metadata_file_or_no_loadable_version_never_stops_start_up(t
         assert client.get("/v1/models/m/metadata").status_code == 404
 
 
-def test_folder_names_that_are_not_integers_are_ignored(served, markers: dict) -> None:  # noqa: ANN001
+def test_folder_names_that_are_not_integers_are_ignored(served, markers: dict, put_marker) -> None:  # noqa: ANN001
     base, model, client = served
-    _put(markers, base, "1", 1)
+    put_marker(markers, base, "1", 1)
     for name in ("1²", "01", "+2", "1_0", "-3", "٣", "two", ".tmp-9"):
-        _put(markers, base, name, 4)
+        put_marker(markers, base, name, 4)
     assert versions(base) == [1]
     model.poll()
     assert _answer(client) == (200, "1", 1.0)
     assert _states(client) == {"1": "AVAILABLE"}
 
 
-def test_loading_is_reported_while_a_version_loads(tmp_path: Path, markers: dict) -> None:
+def test_loading_is_reported_while_a_version_loads(tmp_path: Path, markers: dict, put_marker) -> None:
     base = tmp_path / "m"
     base.mkdir()
-    _put(markers, base, "1", 1)
+    put_marker(markers, base, "1", 1)
     release = threading.Event()
     started = threading.Event()
 
@@ -202,11 +177,11 @@ def test_loading_is_reported_while_a_version_loads(tmp_path: Path, markers: dict
     assert [(s["version"], s["state"]) for s in model.status()] == [(1, "AVAILABLE")]
 
 
-def test_model_config_file_with_policies_and_labels(tmp_path: Path, markers: dict) -> None:
+def test_model_config_file_with_policies_and_labels(tmp_path: Path, markers: dict, put_marker) -> None:
     for name in ("a", "b", "c"):
         (tmp_path / name).mkdir()
         for version in (1, 2, 3):
-            _put(markers, tmp_path / name, str(version), version)
+            put_marker(markers, tmp_path / name, str(version), version)
     config = tmp_path / "models.config"
     config.write_text(f"""
 model_config_list {{
@@ -257,11 +232,11 @@ def test_bad_model_config_files_are_one_line_errors(tmp_path: Path, text: str, n
     assert "\n" not in str(info.value)
 
 
-def test_the_latest_policy_counts_only_versions_that_load(tmp_path: Path, markers: dict) -> None:
+def test_the_latest_policy_counts_only_versions_that_load(tmp_path: Path, markers: dict, put_marker) -> None:
     base = tmp_path / "m"
     base.mkdir()
     for version in (1, 2, 3):
-        _put(markers, base, str(version), version)
+        put_marker(markers, base, str(version), version)
     (base / "3" / "saved_model.pb").write_bytes(b"broken")
     model = ModelVersions("m", base, VersionPolicy("latest", count=2))
     model.poll()
