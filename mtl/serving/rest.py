@@ -267,11 +267,11 @@ class RestApp:
             status, content_type = 500, b"application/json"
             body = dumps({"error": f"internal error ({type(exc).__name__}); see the server log"})
         headers += [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+        client = scope.get("client")
+        self.metrics.record("rest", api, outcome, time.perf_counter() - start,  # counted before the client sees it
+                            f"{client[0] if client else '-'} \"{method} {path[:200]}\" {status}")
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
-        client = scope.get("client")
-        self.metrics.record("rest", api, outcome, time.perf_counter() - start,
-                            f"{client[0] if client else '-'} \"{method} {path[:200]}\" {status}")
 
     async def _read_body(self, scope: dict, receive: Any) -> bytes:
         for key, value in scope["headers"]:
