@@ -164,14 +164,17 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
 
 
 def start_grpc_server(registry: ModelRegistry, host: str, port: int, run: Runner = call_signature,
-                      metrics: Metrics | None = None, max_workers: int = 16,
+                      metrics: Metrics | None = None, max_workers: int = 64, max_concurrent_rpcs: int = 1024,
                       max_message_bytes: int = 64 * 1024 * 1024) -> tuple[grpc.Server, int]:
-    """Start TF Serving's gRPC services on ``host:port`` (0: a free port); returns the server and its port."""
+    """Start TF Serving's gRPC services on ``host:port`` (0: a free port); returns the server and its port.
+
+    ``max_workers`` threads handle calls (enough to fill batches when batching is on: a waiting call holds one);
+    calls beyond ``max_concurrent_rpcs`` get ``RESOURCE_EXHAUSTED``."""
     server = grpc.server(ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="mtl-grpc"),
                          options=[("grpc.max_receive_message_length", max_message_bytes),
                                   ("grpc.max_send_message_length", max_message_bytes),
                                   ("grpc.so_reuseport", 0)],
-                         maximum_concurrent_rpcs=max_workers * 8)
+                         maximum_concurrent_rpcs=max_concurrent_rpcs)
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
         PredictionService(registry, run, metrics), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(registry, metrics), server)

@@ -7,6 +7,7 @@ through the batcher.
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import numpy as np
@@ -18,9 +19,27 @@ from mtl.serving.loader import LoadedModel
 SERVING_DEFAULT = "serving_default"
 
 
+_SHAPES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def input_specs(model: LoadedModel) -> dict[str, Any]:
     """``{input name: TensorSpec}`` of the served signature."""
     return dict(model.signature.structured_input_signature[1])
+
+
+def input_shapes(model: LoadedModel) -> dict[str, tuple | None]:
+    """``{input name: shape with None for any size}`` (``None``: unknown rank), computed once per signature."""
+    shapes = _SHAPES.get(model.signature)
+    if shapes is None:
+        shapes = {name: (tuple(spec.shape.as_list()) if spec.shape.rank is not None else None)
+                  for name, spec in input_specs(model).items()}
+        _SHAPES[model.signature] = shapes
+    return shapes
+
+
+def _fits(shape: tuple, expected: tuple | None) -> bool:
+    return expected is None or (len(shape) == len(expected) and
+                                all(e is None or e == s for s, e in zip(shape, expected, strict=True)))
 
 
 def check_signature_name(name: str, signature_defs: dict) -> str:
@@ -41,13 +60,13 @@ def prepare(model: LoadedModel, columns: dict[str, Any], where: str) -> dict[str
         tensors = model.to_tensors(columns, where)
     except MtlError as exc:
         raise ServingError("INVALID_ARGUMENT", str(exc)) from None
-    specs = input_specs(model)
+    shapes = input_shapes(model)
     rows = None
     for name, array in tensors.items():
-        spec = specs.get(name)
-        if spec is not None and not spec.shape.is_compatible_with(np.shape(array)):
+        if name in shapes and not _fits(np.shape(array), shapes[name]):
+            expected = "any shape" if shapes[name] is None else [-1 if d is None else d for d in shapes[name]]
             raise ServingError("INVALID_ARGUMENT", f"{where}: input {name!r} has shape {list(np.shape(array))}; "
-                                                   f"the signature takes {spec.shape.as_list()}")
+                                                   f"the signature takes {expected}")
         length = np.shape(array)[0] if np.ndim(array) else None
         if rows is not None and length != rows:
             raise ServingError("INVALID_ARGUMENT", f"{where}: inputs have different numbers of rows "

@@ -198,7 +198,7 @@ class RestApp:
     def __init__(self, registry: ModelRegistry, *, owns_registry: bool = True, watch: bool = True,
                  run: Any = call_signature, metrics: Metrics | None = None,
                  max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
-                 max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES, threads: int = 16) -> None:
+                 max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES, threads: int = 64) -> None:
         self.registry = registry
         self.owns_registry = owns_registry
         self.watch = watch
