@@ -361,8 +361,9 @@ def serve(base_path: str | Path | None = None, model_name: str | None = None, po
     from mtl.serving._http import default_max_connections, hardened_protocol
 
     if model_config_file is not None:
-        if base_path is not None:
-            raise MtlError("give --model_base_path or --model_config_file, not both", where="mtl serve")
+        if base_path is not None or model_name is not None:
+            raise MtlError("--model_config_file names the models and their paths; drop --model_base_path and "
+                           "--model_name", where="mtl serve")
         registry = ModelRegistry.from_config_file(model_config_file, poll_seconds)
     elif base_path is not None:
         base = Path(base_path)
