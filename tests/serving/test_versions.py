@@ -242,3 +242,17 @@ def test_the_latest_policy_counts_only_versions_that_load(tmp_path: Path, marker
     model.poll()
     assert [(s["version"], s["state"]) for s in model.status()] == [(3, "END"), (2, "AVAILABLE"), (1, "AVAILABLE")]
     assert model.resolve()[0] == 2
+
+
+def test_mtl_serve_config_errors_are_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from mtl.cli import main
+
+    config = tmp_path / "models.config"
+    config.write_text("model_config_list { config { name: 'a' } }")
+    assert main(["serve", "--model_config_file", str(config)]) == 2
+    expected = f"error: --model_config_file {config}: config 1: model 'a' has no base_path"
+    assert capsys.readouterr().err.strip() == expected
+    batching = tmp_path / "batching.config"
+    batching.write_text("max_batch_size { value: 8 }")
+    assert main(["serve", "--model_base_path", str(tmp_path), "--batching_parameters_file", str(batching)]) == 2
+    assert "needs --enable_batching" in capsys.readouterr().err
