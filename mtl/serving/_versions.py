@@ -23,7 +23,7 @@ from mtl.serving.loader import LoadedModel, load, versions
 
 log = logging.getLogger("mtl.serve")
 
-START, LOADING, AVAILABLE, UNLOADING, END = "START", "LOADING", "AVAILABLE", "UNLOADING", "END"
+START, LOADING, AVAILABLE, END = "START", "LOADING", "AVAILABLE", "END"  # TF Serving's state names
 MAX_BACKOFF_SECONDS = 300.0
 
 
@@ -175,7 +175,7 @@ class ModelVersions:
         log.info("model %s: version %d available (%s)", self.name, record.number, folder)
 
     def _unload(self, record: _Version, why: str) -> None:
-        record.state = UNLOADING
+        """Stop serving ``record``; requests already holding its model finish with it."""
         record.model = record.signature_defs = None
         record.state = END
         log.info("model %s: version %d unloaded (%s)", self.name, record.number, why)
@@ -193,13 +193,15 @@ class ModelVersions:
                 raise ServingError("NOT_FOUND", f"Servable not found for request: Latest({self.name})")
             version = max(available)
         record = available.get(version)
-        if record is None or record.model is None:
+        model, signature_defs = (record.model, record.signature_defs) if record is not None else (None, None)
+        if model is None or signature_defs is None:  # never loaded, or unloaded by the poller just now
             raise ServingError("NOT_FOUND", f"Servable not found for request: Specific({self.name}, {version})")
-        return version, record.model, record.signature_defs
+        return version, model, signature_defs
 
     def status(self, version: int | None = None) -> list[dict]:
         """TF Serving's ``model_version_status`` entries: every version seen (newest first), or the one asked for."""
-        records = sorted((r for r in self._versions.values() if r.state != START), key=lambda r: -r.number)
+        snapshot = list(self._versions.values())  # the poller may add versions meanwhile
+        records = sorted((r for r in snapshot if r.state != START), key=lambda r: -r.number)
         if version is not None:
             records = [r for r in records if r.number == version]
             if not records:
