@@ -163,7 +163,7 @@ class ModelVersions:
         except Exception as exc:  # a broken version must never stop the server or the other versions
             message = _short(exc, folder)
             record.failures += 1
-            delay = min(self.poll_seconds * 2 ** record.failures, MAX_BACKOFF_SECONDS)
+            delay = min(max(self.poll_seconds, 1.0) * 2 ** record.failures, MAX_BACKOFF_SECONDS)
             record.retry_at = now + delay
             if message != record.error:  # logged once per distinct failure, not at every retry
                 log.error("model %s version %d not loaded (%s): %s; retrying with back-off", self.name,
@@ -235,9 +235,10 @@ class ModelRegistry:
                 log.exception("polling model %s failed", model.name)
 
     def start(self, watch: bool = True) -> None:
-        """Poll once now (start-up never waits for a broken version), then every ``poll_seconds`` if ``watch``."""
+        """Poll once now (start-up never waits for a broken version), then every ``poll_seconds`` if ``watch``
+        (``poll_seconds`` 0: once only, as TF Serving's ``--file_system_poll_wait_seconds=0``)."""
         self.poll()
-        if watch and self._thread is None:
+        if watch and self.poll_seconds > 0 and self._thread is None:
             self._stop.clear()
             self._thread = threading.Thread(target=self._loop, name="mtl-version-poll", daemon=True)
             self._thread.start()

@@ -142,6 +142,14 @@ def test_unknown_model_version_route_and_size_limit(client: TestClient, rows: pd
     assert client.post("/v1/models/adult:predict", json=body).status_code == 200  # still alive
 
 
+def test_oversized_headers_get_431_and_the_metrics_count_it(client: TestClient) -> None:
+    answer = client.get("/v1/models/adult", headers={"x-big": "a" * 20_000})
+    assert answer.status_code == 431 and "exceed the limit" in answer.json()["error"]
+    metrics = client.get("/monitoring/prometheus/metrics")
+    assert metrics.status_code == 200 and metrics.headers["content-type"].startswith("text/plain")
+    assert 'status="RESOURCE_EXHAUSTED"} 1.0' in metrics.text
+
+
 def test_concurrent_clients(client: TestClient, rows: pd.DataFrame) -> None:
     body = {"instances": _instances(rows)}
     with ThreadPoolExecutor(8) as pool:
