@@ -347,6 +347,18 @@ def create_app(base_path: str | Path | None = None, model_name: str | None = Non
                    max_request_bytes=max_request_bytes, max_header_bytes=max_header_bytes)
 
 
+def _check_port_free(host: str, port: int) -> None:
+    """A taken REST port is a one-line error before any model loads (uvicorn would only log it and exit 1)."""
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except OSError as exc:
+        raise MtlError(f"cannot listen on {host}:{port}: {exc.strerror or exc}", where="--rest_api_port") from None
+
+
 def serve(base_path: str | Path | None = None, model_name: str | None = None, port: int = 8501,
           host: str = "127.0.0.1", poll_seconds: float = 1.0, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES, *,
           grpc_port: int | None = 8500, model_config_file: str | Path | None = None, enable_batching: bool = False,
@@ -374,6 +386,7 @@ def serve(base_path: str | Path | None = None, model_name: str | None = None, po
         raise MtlError("give --model_base_path (one model) or --model_config_file (several)", where="mtl serve")
     if batching_parameters_file is not None and not enable_batching:
         raise MtlError("--batching_parameters_file needs --enable_batching", where="mtl serve")
+    _check_port_free(host, port)
     metrics = Metrics(access_log=access_log)
     batcher = Batcher(read_batching_parameters(batching_parameters_file), metrics) if enable_batching else None
     run = batcher if batcher is not None else call_signature

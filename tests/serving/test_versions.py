@@ -256,3 +256,16 @@ def test_mtl_serve_config_errors_are_one_line_exit_2(tmp_path: Path, capsys: pyt
     batching.write_text("max_batch_size { value: 8 }")
     assert main(["serve", "--model_base_path", str(tmp_path), "--batching_parameters_file", str(batching)]) == 2
     assert "needs --enable_batching" in capsys.readouterr().err
+
+
+def test_a_taken_rest_port_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import socket
+
+    from mtl.cli import main
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "--model_base_path", str(tmp_path), "--rest_api_port", str(port)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: --rest_api_port: cannot listen on 127.0.0.1:{port}")
