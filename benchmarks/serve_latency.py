@@ -1,8 +1,10 @@
-"""Serving latency: ``mtl serve`` over HTTP against a direct call of the loaded signature, in the same run.
+"""Serving latency: ``mtl serve`` over REST and gRPC against a direct call of the loaded signature, in one run.
 
-Measures p50/p99 latency of a single-row ``:predict`` and rows/s at batch 1, 32 and 256; the ratio server/direct
-is the server's overhead (HTTP, JSON parsing and validation, response formatting). The server runs as a separate
-process (``mtl serve`` on a free 127.0.0.1 port), the client is one ``httpx.Client`` with keep-alive.
+Measures p50/p99 latency of a single-row predict and rows/s at batch 1, 32 and 256 for: the direct signature call,
+REST (row format ``instances`` and columnar ``inputs``, one ``httpx.Client`` with keep-alive) and gRPC (TF Serving's
+``PredictionServiceStub``); then 200 concurrent single-row gRPC clients against the server with batching off and on
+(throughput and p99), and the server's RSS over all the requests. The servers run as separate processes
+(``mtl serve`` on free 127.0.0.1 ports); client and server share the machine's cores.
 
     python benchmarks/serve_latency.py                      # trains a small model on Adult (1 epoch), exports it
     python benchmarks/serve_latency.py --model exports/adult --requests 500
@@ -11,6 +13,7 @@ process (``mtl serve`` on a free 127.0.0.1 port), the client is one ``httpx.Clie
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import socket
@@ -23,6 +26,9 @@ from pathlib import Path
 import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _host import machine  # noqa: E402
 
 
 def _free_port() -> int:
@@ -43,15 +49,10 @@ def _export_small_model(tmp: Path) -> Path:
 
 
 def _rows(model, n: int) -> list[dict]:  # noqa: ANN001
-    """``n`` plausible raw rows: numeric 1..n, categorical values cycled through the training vocabulary."""
+    """``n`` plausible raw rows: numeric 20..69, categorical values cycled through the training vocabulary."""
     vocab = model.metadata["features"]["categorical"]
-    rows = []
-    for i in range(n):
-        row = {}
-        for name, kind in model.inputs.items():
-            row[name] = float(20 + i % 50) if kind == "float" else vocab[name][i % len(vocab[name])]
-        rows.append(row)
-    return rows
+    return [{name: float(20 + i % 50) if kind == "float" else vocab[name][i % len(vocab[name])]
+             for name, kind in model.inputs.items()} for i in range(n)]
 
 
 def _time(fn, repeats: int) -> np.ndarray:  # noqa: ANN001
@@ -64,69 +65,165 @@ def _time(fn, repeats: int) -> np.ndarray:  # noqa: ANN001
     return out
 
 
+class Server:
+    """``mtl serve`` in its own process, REST and gRPC on free ports."""
+
+    def __init__(self, base: Path, *extra: str) -> None:
+        import httpx
+
+        self.rest, self.grpc = _free_port(), _free_port()
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "mtl.cli", "serve", "--model_base_path", str(base), "--model_name", "adult",
+             "--rest_api_port", str(self.rest), "--port", str(self.grpc), "--no-access_log", *extra],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        self.url = f"http://127.0.0.1:{self.rest}/v1/models/adult"
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                if httpx.get(self.url, timeout=5).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise SystemExit("the server did not come up")
+            time.sleep(0.3)
+
+    def rss_mib(self) -> float:
+        import psutil
+
+        return psutil.Process(self.process.pid).memory_info().rss / 2**20
+
+    def stop(self) -> None:
+        self.process.kill()
+        self.process.wait(timeout=30)
+
+
+def _grpc_request(model, rows: list[dict]):  # noqa: ANN001, ANN202
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "adult"
+    for name, kind in model.inputs.items():
+        values = np.asarray([r[name] for r in rows], "float32" if kind == "float" else object)
+        request.inputs[name].CopyFrom(tf.make_tensor_proto(values))
+    return request
+
+
+async def _concurrent(port: int, request, clients: int, seconds: float) -> tuple[float, float, int]:  # noqa: ANN001
+    """``(requests/s, p99 ms, requests)`` of ``clients`` concurrent single-row gRPC clients for ``seconds``."""
+    import grpc
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    latencies: list[float] = []
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        await stub.Predict(request, timeout=60)
+        stop = time.perf_counter() + seconds
+
+        async def client() -> None:
+            while time.perf_counter() < stop:
+                start = time.perf_counter()
+                await stub.Predict(request, timeout=60)
+                latencies.append(time.perf_counter() - start)
+
+        begin = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(clients)))
+        elapsed = time.perf_counter() - begin
+    return len(latencies) / elapsed, float(np.percentile(latencies, 99) * 1e3), len(latencies)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="export base (BASE/NAME); default: train and export a small model")
-    parser.add_argument("--requests", type=int, default=300, help="single-row requests to time")
+    parser.add_argument("--requests", type=int, default=300, help="single-row requests to time per path")
+    parser.add_argument("--clients", type=int, default=200, help="concurrent clients for the batching comparison")
+    parser.add_argument("--seconds", type=float, default=20.0, help="duration of each concurrent run")
     args = parser.parse_args()
 
+    import grpc
     import httpx
     import tensorflow as tf
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
 
     from mtl.serving import load
 
     with tempfile.TemporaryDirectory(prefix="mtl-serve-bench-") as tmp:
         base = Path(args.model) if args.model else _export_small_model(Path(tmp))
         model = load(base)
-        port = _free_port()
-        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-        server = subprocess.Popen([sys.executable, "-m", "mtl.cli", "serve", "--model_base_path", str(base),
-                                   "--model_name", "adult", "--rest_api_port", str(port)],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-        url = f"http://127.0.0.1:{port}/v1/models/adult"
+        server = Server(base)
         try:
+            rss_start = server.rss_mib()
+            served = 0
+            channel = grpc.insecure_channel(f"127.0.0.1:{server.grpc}")
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
             with httpx.Client(timeout=60) as client:
-                deadline = time.monotonic() + 120
-                while True:
-                    try:
-                        if client.get(url).status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        pass
-                    if time.monotonic() > deadline or server.poll() is not None:
-                        raise SystemExit("the server did not come up")
-                    time.sleep(0.3)
-
                 def direct(rows: list[dict]) -> None:
-                    tensors = {n: tf.constant(np.asarray([r[n] for r in rows],
-                                                         "float32" if k == "float" else object))
+                    tensors = {n: tf.constant(np.asarray([r[n] for r in rows], "float32" if k == "float" else object))
                                for n, k in model.inputs.items()}
                     model.signature(**tensors)
 
-                def http(rows: list[dict]) -> None:
-                    answer = client.post(f"{url}:predict", content=json.dumps({"instances": rows}))
+                def rest_rows(rows: list[dict]) -> None:
+                    answer = client.post(f"{server.url}:predict", content=json.dumps({"instances": rows}))
                     assert answer.status_code == 200, answer.text
 
-                print(f"model: {model.path}; {len(model.inputs)} inputs; {os.cpu_count()} CPUs; "
-                      f"{args.requests} single-row requests")
+                def rest_columns(rows: list[dict]) -> None:
+                    body = {"inputs": {n: [r[n] for r in rows] for n in model.inputs}}
+                    answer = client.post(f"{server.url}:predict", content=json.dumps(body))
+                    assert answer.status_code == 200, answer.text
+
+                def grpc_call(rows: list[dict]) -> None:
+                    stub.Predict(_grpc_request(model, rows), timeout=60)
+
+                paths = {"direct signature call": direct, "REST, row format": rest_rows,
+                         "REST, columnar format": rest_columns, "gRPC (PredictionServiceStub)": grpc_call}
+                info = machine()
+                print(f"model: {model.path}; {len(model.inputs)} inputs; {info['cpu']}, {info['cores']}; "
+                      f"{info['date']}; {args.requests} single-row requests per path")
                 one = _rows(model, 1)
-                served = _time(lambda: http(one), args.requests) * 1e3
-                called = _time(lambda: direct(one), args.requests) * 1e3
-                print("\n| single row | p50 ms | p99 ms |\n|---|---|---|")
-                print(f"| `mtl serve` (HTTP) | {np.percentile(served, 50):.2f} | {np.percentile(served, 99):.2f} |")
-                print(f"| direct signature call | {np.percentile(called, 50):.2f} | {np.percentile(called, 99):.2f} |")
-                print(f"| ratio | {np.percentile(served, 50) / np.percentile(called, 50):.1f}x | "
-                      f"{np.percentile(served, 99) / np.percentile(called, 99):.1f}x |")
-                print("\n| batch | server rows/s | direct rows/s | ratio (direct / server) |\n|---|---|---|---|")
+                timings = {name: _time(lambda fn=fn: fn(one), args.requests) * 1e3 for name, fn in paths.items()}
+                served += 3 * (args.requests + 1)
+                p50_direct = np.percentile(timings["direct signature call"], 50)
+                print("\n| single row | p50 ms | p99 ms | p50 / direct |\n|---|---|---|---|")
+                for name, ms in timings.items():
+                    print(f"| {name} | {np.percentile(ms, 50):.2f} | {np.percentile(ms, 99):.2f} | "
+                          f"{np.percentile(ms, 50) / p50_direct:.2f}x |")
+                print("\n| batch | " + " | ".join(f"{n} rows/s" for n in paths) +
+                      " | REST columnar / direct | gRPC / direct |\n" + "|---" * (len(paths) + 3) + "|")
                 for batch in (1, 32, 256):
                     rows = _rows(model, batch)
                     repeats = max(20, 2000 // batch)
-                    s = batch / np.median(_time(lambda rows=rows: http(rows), repeats))
-                    d = batch / np.median(_time(lambda rows=rows: direct(rows), repeats))
-                    print(f"| {batch} | {s:,.0f} | {d:,.0f} | {d / s:.1f}x |")
+                    rates = {name: batch / np.median(_time(lambda fn=fn, rows=rows: fn(rows), repeats))
+                             for name, fn in paths.items()}
+                    served += 3 * (repeats + 1)
+                    d = rates["direct signature call"]
+                    print(f"| {batch} | " + " | ".join(f"{r:,.0f}" for r in rates.values()) +
+                          f" | {rates['REST, columnar format'] / d:.0%} | "
+                          f"{rates['gRPC (PredictionServiceStub)'] / d:.0%} |")
+            channel.close()
+            request = _grpc_request(model, one)
+            unbatched = asyncio.run(_concurrent(server.grpc, request, args.clients, args.seconds))
+            served += unbatched[2]
+            rss_end = server.rss_mib()
         finally:
-            server.kill()
-            server.wait(timeout=30)
+            server.stop()
+        params = Path(tmp) / "batching.config"
+        params.write_text("max_batch_size { value: 256 }\nbatch_timeout_micros { value: 2000 }\n"
+                          "max_enqueued_batches { value: 1000 }\nnum_batch_threads { value: 2 }\n")
+        batching = Server(base, "--enable_batching", "--batching_parameters_file", str(params))
+        try:
+            batched = asyncio.run(_concurrent(batching.grpc, request, args.clients, args.seconds))
+        finally:
+            batching.stop()
+        print(f"\n| {args.clients} concurrent single-row gRPC clients, {args.seconds:.0f} s | requests/s | p99 ms |"
+              "\n|---|---|---|")
+        print(f"| batching off | {unbatched[0]:,.0f} | {unbatched[1]:.1f} |")
+        print(f"| batching on (max_batch_size 256, batch_timeout_micros 2000) | {batched[0]:,.0f} | "
+              f"{batched[1]:.1f} |")
+        print(f"| on / off | {batched[0] / unbatched[0]:.1f}x | |")
+        print(f"\nserver RSS: {rss_start:.0f} MiB after start-up, {rss_end:.0f} MiB after {served:,} requests "
+              f"({(rss_end / rss_start - 1):+.1%})")
 
 
 if __name__ == "__main__":

@@ -67,8 +67,12 @@ def _parser() -> argparse.ArgumentParser:
     embed.add_argument("--batch-size", type=int, default=32)
     embed.add_argument("--max-length", type=int, default=256, help="word pieces per text for a backbone (256)")
 
-    serve = commands.add_parser("serve", help="serve exports over TF Serving's REST API")
-    serve.add_argument("--model_base_path", required=True, help="export base folder of one model (BASE/NAME)")
+    serve = commands.add_parser("serve", help="serve exports over TF Serving's REST and gRPC APIs")
+    models = serve.add_mutually_exclusive_group(required=True)
+    models.add_argument("--model_base_path", help="export base folder of one model (BASE/NAME)")
+    models.add_argument("--model_config_file",
+                        help="several models: TF Serving's model_config_list text proto (name, base_path, "
+                             "model_version_policy, version_labels)")
     serve.add_argument("--model_name", help="the model's name in URLs (default: the base path's folder name)")
     serve.add_argument("--rest_api_port", type=int, default=8501, help="port (default 8501)")
     serve.add_argument("--rest_api_host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
@@ -76,6 +80,25 @@ def _parser() -> argparse.ArgumentParser:
                        help="how often to look for a new version (default 1 s)")
     serve.add_argument("--max_request_bytes", type=int, default=16 * 1024 * 1024,
                        help="larger request bodies get HTTP 413 (default 16 MiB)")
+    # TF Serving's gRPC API, batching, monitoring and the limits for hostile clients (issue 13)
+    serve.add_argument("--port", type=int, default=8500, help="gRPC port (default 8500; 0 turns gRPC off)")
+    serve.add_argument("--enable_batching", action="store_true",
+                       help="merge concurrent requests into one signature call")
+    serve.add_argument("--batching_parameters_file",
+                       help="TF Serving's BatchingParameters text proto (max_batch_size, batch_timeout_micros, "
+                            "max_enqueued_batches, num_batch_threads)")
+    serve.add_argument("--access_log", action=argparse.BooleanOptionalAction, default=True,
+                       help="one log line per request (default on; --no-access_log turns it off)")
+    serve.add_argument("--max_header_bytes", type=int, default=16 * 1024,
+                       help="request line and headers larger than this get HTTP 431 (default 16 KiB)")
+    serve.add_argument("--http_header_timeout_seconds", type=float, default=10.0,
+                       help="a request's headers must arrive within this time (default 10 s)")
+    serve.add_argument("--http_body_timeout_seconds", type=float, default=60.0,
+                       help="a request's body must arrive within this time after its headers (default 60 s)")
+    serve.add_argument("--http_idle_timeout_seconds", type=float, default=15.0,
+                       help="a connection with no request in progress is closed after this time (default 15 s)")
+    serve.add_argument("--max_connections", type=int,
+                       help="open HTTP connections at most; more get HTTP 503 (default: half the open-file limit)")
     return parser
 
 
@@ -202,7 +225,12 @@ def _serve(args: argparse.Namespace) -> int:
     from mtl.serving.rest import serve
 
     serve(args.model_base_path, args.model_name, port=args.rest_api_port, host=args.rest_api_host,
-          poll_seconds=args.file_system_poll_wait_seconds, max_request_bytes=args.max_request_bytes)
+          poll_seconds=args.file_system_poll_wait_seconds, max_request_bytes=args.max_request_bytes,
+          grpc_port=args.port or None, model_config_file=args.model_config_file,
+          enable_batching=args.enable_batching, batching_parameters_file=args.batching_parameters_file,
+          access_log=args.access_log, max_header_bytes=args.max_header_bytes,
+          header_timeout=args.http_header_timeout_seconds, body_timeout=args.http_body_timeout_seconds,
+          idle_timeout=args.http_idle_timeout_seconds, max_connections=args.max_connections)
     return 0
 
 

@@ -176,3 +176,39 @@ def text_config(path: str, **overrides) -> dict:
                      "steps_per_execution": 1},
     }
     return with_overrides(raw, overrides)
+
+
+# ----------------------------------------------------------------------------- serving (issue 13)
+# Marker models: real SavedModels whose constant output says which export answered a request.
+@pytest.fixture(scope="session")
+def markers(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
+    """Marker SavedModels answering 1.0 ... 4.0 (built once, copied into each test's base path)."""
+    import tensorflow as tf
+
+    root = tmp_path_factory.mktemp("markers")
+    built = {}
+    for marker in (1, 2, 3, 4):
+        class Marker(tf.Module):
+            @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
+            def serve(self, x: tf.Tensor, marker: float = float(marker)) -> dict:
+                return {"marker": tf.fill(tf.shape(x), marker)}
+
+        module = Marker()
+        tf.saved_model.save(module, str(root / str(marker)), signatures={"serving_default": module.serve})
+        built[marker] = root / str(marker)
+    return built
+
+
+def _put_marker(markers: dict[int, Path], base: Path, version: str, marker: int) -> None:
+    """Export ``marker`` as ``base/version`` the safe way: copy aside, then rename into place."""
+    import shutil
+
+    tmp = base / f".tmp-{version}"
+    shutil.copytree(markers[marker], tmp)
+    os.replace(tmp, base / version)
+
+
+@pytest.fixture(scope="session")
+def put_marker():  # noqa: ANN201
+    """``put_marker(markers, base, version, marker)`` exports a marker model as ``base/version``."""
+    return _put_marker

@@ -21,12 +21,30 @@ from mtl.features import Feature, feature_from_config
 SIGNATURE = "serving_default"
 
 
+def version_number(name: str) -> int | None:
+    """The version a folder name stands for: a non-negative integer by ``int()`` written canonically (``"7"``, not
+    ``"07"``, ``"+7"`` or ``"1_0"``), so the number always names the folder back; anything else (``"1²"``, a
+    temporary ``.tmp-3``) is not a version and is ignored."""
+    try:
+        number = int(name)
+    except ValueError:
+        return None
+    return number if number >= 0 and str(number) == name else None
+
+
 def versions(model_dir: Path) -> list[int]:
     """The complete integer versions in an export base ``model_dir``, ascending (temporary folders are skipped)."""
-    if not model_dir.is_dir():
+    model_dir = Path(model_dir)
+    try:
+        folders = list(model_dir.iterdir()) if model_dir.is_dir() else []
+    except OSError:  # removed or unreadable while being listed
         return []
-    return sorted(int(p.name) for p in model_dir.iterdir()
-                  if p.name.isdigit() and (p / "saved_model.pb").is_file())
+    found = []
+    for folder in folders:
+        number = version_number(folder.name)
+        if number is not None and (folder / "saved_model.pb").is_file():
+            found.append(number)
+    return sorted(found)
 
 
 def resolve_version(path: str | Path, version: int | None = None) -> Path:

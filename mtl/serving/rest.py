@@ -1,35 +1,44 @@
-"""A TF Serving-compatible REST server (FastAPI + uvicorn) for one model's export base.
+"""A TF Serving-compatible REST server (a plain ASGI app on uvicorn), with TF Serving's gRPC API beside it.
 
 Follows TF Serving's REST API: model status, metadata and ``:predict`` with ``instances`` (row format) or
 ``inputs`` (columnar format); every error is ``{"error": "..."}`` with a 4xx status and never stops the server.
-Like TF Serving's default version policy, it serves the newest complete version of ``BASE/NAME`` and polls the
-folder, so a newly exported version is served without a restart.
+The models and versions served, and their lifecycle, are ``mtl.serving._versions``'s; the gRPC services are
+``mtl.serving._grpc``'s; request values become tensors only through ``LoadedModel.to_tensors``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
 import re
-import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI, Request
-from fastapi.responses import Response
+import orjson
 
 from mtl.errors import MtlError
-from mtl.features import shown
-from mtl.serving.loader import LoadedModel, load, versions
+from mtl.serving._monitoring import CONTENT_TYPE, METRICS_PATH, Metrics, RequestOutcome
+from mtl.serving._signature import call_signature, check_signature_name, prepare
+from mtl.serving._versions import ModelRegistry, ServingError
+from mtl.serving.loader import LoadedModel
 
 log = logging.getLogger("mtl.serve")
 
-_GET = re.compile(r"^models/(?P<name>[^/:]+)(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?"
-                  r"(?P<metadata>/metadata)?$")
-_POST = re.compile(r"^models/(?P<name>[^/:]+)(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?"
-                   r":(?P<verb>predict|classify|regress)$")
+_MODEL = r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>[0-9]{1,18})|/labels/(?P<label>[^/:]+))?"
+_GET = re.compile(_MODEL + r"(?P<metadata>/metadata)?$")
+_POST = re.compile(_MODEL + r":(?P<verb>predict|classify|regress)$")
+
+HTTP_STATUS = {"INVALID_ARGUMENT": 400, "FAILED_PRECONDITION": 400, "OUT_OF_RANGE": 400, "NOT_FOUND": 404,
+               "ALREADY_EXISTS": 409, "PERMISSION_DENIED": 403, "RESOURCE_EXHAUSTED": 429, "UNIMPLEMENTED": 501,
+               "UNAVAILABLE": 503, "DEADLINE_EXCEEDED": 504, "INTERNAL": 500, "UNKNOWN": 500}
+DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
+DEFAULT_MAX_HEADER_BYTES = 16 * 1024
+MAX_INTEGER_DIGITS = 20  # a JSON integer longer than this is no feature value (and ``float()`` may overflow)
 
 
 class BadRequest(Exception):
@@ -40,159 +49,104 @@ class BadRequest(Exception):
         self.status = status
 
 
-class ModelWatcher:
-    """Keeps the newest complete version of ``base_path`` loaded, checking for a new one every ``poll_seconds``."""
+# ----------------------------------------------------------------------------- JSON in
+def _stdlib_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INTEGER_DIGITS:
+        raise ValueError(f"integer of {len(text)} digits")
+    return int(text)
 
-    def __init__(self, base_path: str | Path, poll_seconds: float = 1.0) -> None:
-        self.base_path = Path(base_path)
-        self.poll_seconds = poll_seconds
-        self.current: LoadedModel | None = None
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def poll(self) -> None:
-        """Load the newest version if it is newer than the one served; a broken version is logged and skipped."""
-        found = versions(self.base_path)
-        if not found or (self.current is not None and found[-1] <= self.current.version):
-            return
-        try:
-            model = load(self.base_path, found[-1])
-        except MtlError as exc:
-            log.error("version %s not loaded: %s", found[-1], exc)
-            return
-        with self._lock:
-            self.current = model
-        log.info("serving version %d of %s", model.version, self.base_path)
+def loads(raw: bytes) -> Any:
+    """Parse a JSON body; a client's malformed JSON is a ``BadRequest``, never a server error.
 
-    def start(self) -> None:
-        self.poll()
-        self._thread = threading.Thread(target=self._loop, name="mtl-version-poll", daemon=True)
-        self._thread.start()
+    orjson is the fast path; only a body it refuses for a ``NaN``/``Infinity`` token (TF Serving accepts them) goes
+    through the standard library, with the same limits: integers of at most 20 digits, nesting within the
+    recursion limit, no lone surrogates."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        first = exc
+    if not re.search(rb"NaN|Infinity", raw):
+        raise BadRequest(f"JSON Parse error: {first}")
+    try:
+        body = json.loads(raw, parse_int=_stdlib_int)
+        json.dumps(body, ensure_ascii=False, allow_nan=True).encode("utf-8")  # lone surrogates fail here
+    except RecursionError:
+        raise BadRequest("JSON Parse error: nested too deeply") from None
+    except (ValueError, UnicodeError) as exc:
+        raise BadRequest(f"JSON Parse error: {str(exc)[:200]}") from None
+    return body
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
 
-    def _loop(self) -> None:
-        while not self._stop.wait(self.poll_seconds):
+def _decode_b64(value: Any, where: str) -> Any:
+    """TF Serving's ``{"b64": "..."}`` (bytes in JSON) becomes ``bytes``, at any depth; other values stay."""
+    if isinstance(value, dict):
+        if set(value) == {"b64"} and isinstance(value["b64"], str):
             try:
-                self.poll()
-            except Exception:  # the poller must outlive any surprise on disk
-                log.exception("polling %s failed", self.base_path)
-
-    def get(self, version: str | None) -> LoadedModel:
-        model = self.current
-        if model is None:
-            raise BadRequest(f"Servable not found for request: Latest({self.base_path.name})", 404)
-        if version is not None and version != str(model.version):
-            raise BadRequest(f"Servable not found for request: Specific({self.base_path.name}, {version})", 404)
-        return model
-
-
-# ----------------------------------------------------------------------------- request -> tensors
-def _cell(value: Any, where: str) -> Any:
-    """A JSON value as a raw cell: TF Serving's ``{"b64": ...}`` becomes the bytes it encodes; the rest is parsed by
-    the feature's kind (the one raw-value rule, as in training and ``mtl predict``)."""
-    if isinstance(value, dict) and set(value) == {"b64"} and isinstance(value["b64"], str):
-        try:
-            return base64.b64decode(value["b64"], validate=True)
-        except ValueError:
-            raise BadRequest(f"{where}: invalid base64 in 'b64'") from None
+                return base64.b64decode(value["b64"], validate=True)
+            except ValueError:
+                raise BadRequest(f"{where}: invalid base64 in 'b64'") from None
+        return value
+    if isinstance(value, list):
+        return [_decode_b64(v, where) for v in value]
     return value
 
 
-def _row_value(value: Any, feature: Any, where: str) -> Any:
-    """One row's value of an input: a scalar (or a one-element list, shape ``(1,)``), or a list for a vector."""
-    if feature.input_shape():
-        return value
-    value = value[0] if isinstance(value, list) and len(value) == 1 else value
-    if isinstance(value, list | dict) and not (isinstance(value, dict) and set(value) == {"b64"}):
-        raise BadRequest(f"{where}: input {feature.column!r} must be one value per row (ragged or nested)")
-    return _cell(value, where)
-
-
-def _tensors(model: LoadedModel, columns: dict[str, list]) -> dict[str, np.ndarray]:
-    """Parse the request's columns (the one raw-value rule); values not seen in training are logged."""
-    unseen: dict[str, int] = {}
-    try:
-        tensors = model.to_tensors(columns, where="request", unseen=unseen)
-    except MtlError as exc:
-        raise BadRequest(str(exc)) from None
-    for column, count in unseen.items():
-        log.info("version %s: column %r: %d value(s) not seen in training (out-of-vocabulary)", model.version,
-                 column, count)
-    return tensors
-
-
-def parse_body(raw: bytes, model: LoadedModel) -> tuple[dict[str, np.ndarray], str]:
-    """``(tensors, "row" | "columnar")`` from a predict body, or ``BadRequest``. Inputs are named by column or by
-    signature input name; rows are numbered from 1 in errors."""
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"JSON Parse error: {exc}") from None
-    except RecursionError:
-        raise BadRequest("JSON Parse error: nested too deeply") from None
+def parse_predict_body(raw: bytes, input_names: list[str]) -> tuple[dict[str, Any], str, str]:
+    """``(columns, "row" | "columnar", signature_name)`` from a ``:predict`` body: the request's raw values per
+    input name, no conversion (that is ``to_tensors``'s), or ``BadRequest`` naming what is wrong."""
+    body = loads(raw)
     if not isinstance(body, dict):
         raise BadRequest("the request body must be a JSON object with 'instances' or 'inputs'")
-    signature = body.get("signature_name", "serving_default")
-    if signature != "serving_default":
-        raise BadRequest(f"Serving signature name: \"{shown(signature)}\" not found in signature def")
+    signature = body.get("signature_name", "")
+    if not isinstance(signature, str):
+        raise BadRequest("'signature_name' key must be a string value.")
     unknown = set(body) - {"instances", "inputs", "signature_name"}
     if unknown:
-        raise BadRequest(f"unknown key(s) {sorted(shown(k) for k in unknown)}; expected 'instances' or 'inputs'")
+        raise BadRequest(f"unknown key(s) {sorted(unknown)}; expected 'instances' or 'inputs'")
     if ("instances" in body) == ("inputs" in body):
         raise BadRequest("Missing 'inputs' or 'instances' key" if "instances" not in body
                          else "Not both 'inputs' and 'instances' may be given")
-    features = list(model.features.values())
     if "instances" in body:
         rows = body["instances"]
         if not isinstance(rows, list) or not rows:
             raise BadRequest("'instances' must be a non-empty list of rows")
-        if len(features) == 1 and not all(isinstance(r, dict) for r in rows):
-            rows = [{features[0].column: r} for r in rows]
-        names: list[str] | None = None
-        columns: dict[str, list] = {}
-        for i, row in enumerate(rows):
-            if not isinstance(row, dict):
-                raise BadRequest(f"instances[{i}]: expected an object with the named inputs {list(model.features)}")
-            if names is None:
-                try:
-                    model.check_columns(list(row), where=f"instances[{i}]")
-                except MtlError as exc:
-                    raise BadRequest(str(exc)) from None
-                names = list(row)
-                columns = {n: [] for n in names}
-            elif set(row) != set(names):
-                raise BadRequest(f"instances[{i}]: names the inputs {sorted(row)}, the first instance {sorted(names)}")
-            for n in names:
-                columns[n].append(_row_value(row[n], model._feature_of(n), f"instances[{i}]"))
-        return _tensors(model, columns), "row"
-    inputs = body["inputs"]
-    if len(features) == 1 and isinstance(inputs, list):
-        inputs = {features[0].column: inputs}
-    if not isinstance(inputs, dict):
-        raise BadRequest(f"'inputs' must be an object mapping each input {list(model.features)} to a list of values")
-    try:
-        model.check_columns(list(inputs), where="inputs")
-    except MtlError as exc:
-        raise BadRequest(str(exc)) from None
-    lengths = {n: len(inputs[n]) if isinstance(inputs[n], list) else -1 for n in inputs}
-    if any(v < 0 for v in lengths.values()):
-        raise BadRequest(f"every input must be a list of values, one per row; not a list: "
-                         f"{[n for n, v in lengths.items() if v < 0]}")
-    if len(set(lengths.values())) != 1 or 0 in lengths.values():
-        raise BadRequest(f"inputs must all have the same, non-zero number of rows (ragged): {lengths}")
-    columns = {n: [_row_value(v, model._feature_of(n), f"inputs[{n!r}]") for v in inputs[n]] for n in inputs}
-    return _tensors(model, columns), "columnar"
+        if not isinstance(rows[0], dict):
+            if len(input_names) != 1 or any(isinstance(r, dict) for r in rows):
+                raise BadRequest(f"instances[0]: expected an object with the named inputs {input_names}")
+            columns: dict[str, Any] = {input_names[0]: rows}
+        else:
+            names = list(rows[0])
+            for i, row in enumerate(rows):
+                if not isinstance(row, dict):
+                    raise BadRequest(f"instances[{i}]: expected an object like instances[0]")
+                if len(row) != len(names) or any(n not in row for n in names):
+                    missing = [n for n in names if n not in row]
+                    extra = [k for k in row if k not in names]
+                    raise BadRequest(f"instances[{i}]: " + "; ".join(
+                        ([f"missing input(s) {missing}"] if missing else []) + (
+                            [f"unknown input(s) {extra}"] if extra else [])) + " (every row names the same inputs)")
+            columns = {n: [row[n] for row in rows] for n in names}
+        style = "row"
+    else:
+        inputs = body["inputs"]
+        if isinstance(inputs, list) and len(input_names) == 1:
+            inputs = {input_names[0]: inputs}
+        if not isinstance(inputs, dict) or not inputs:
+            raise BadRequest(f"'inputs' must be an object mapping each input {input_names} to a list of values")
+        columns, style = inputs, "columnar"
+    if b'"b64"' in raw:
+        columns = {n: _decode_b64(v, f"input {n!r}") for n, v in columns.items()}
+    return columns, style, signature
 
 
-# ----------------------------------------------------------------------------- tensors -> response
-def _jsonable(array: np.ndarray) -> list:
+# ----------------------------------------------------------------------------- JSON out
+def _jsonable(array: np.ndarray) -> Any:
+    """An output array as orjson takes it: numbers stay arrays, strings become ``str`` lists."""
     if array.dtype == object or array.dtype.kind == "S":
-        return np.vectorize(lambda b: b.decode() if isinstance(b, bytes) else str(b), otypes=[object])(array).tolist()
+        return np.char.decode(array.astype("S"), "utf-8", errors="replace").tolist()
+    if array.dtype.kind in "fiub" and array.flags.c_contiguous:
+        return array
     return array.tolist()
 
 
@@ -203,7 +157,7 @@ def format_outputs(outputs: dict[str, np.ndarray], style: str) -> dict:
     if style == "row":
         if len(names) == 1:
             return {"predictions": _jsonable(outputs[names[0]])}
-        lists = {n: _jsonable(outputs[n]) for n in names}
+        lists = {n: outputs[n].tolist() if outputs[n].dtype.kind in "fiub" else _jsonable(outputs[n]) for n in names}
         rows = len(next(iter(lists.values())))
         return {"predictions": [{n: lists[n][i] for n in names} for i in range(rows)]}
     if len(names) == 1:
@@ -211,130 +165,252 @@ def format_outputs(outputs: dict[str, np.ndarray], style: str) -> dict:
     return {"outputs": {n: _jsonable(outputs[n]) for n in names}}
 
 
-def _dumps(payload: Any) -> bytes:
-    """JSON that may hold ``NaN`` / ``Infinity`` tokens, as TF Serving writes them."""
-    return json.dumps(payload, allow_nan=True, separators=(",", ":")).encode()
+def dumps(payload: Any, outputs: dict[str, np.ndarray] | None = None) -> bytes:
+    """JSON bytes; ``NaN``/``Infinity`` are written as tokens, as TF Serving writes them (orjson would write null)."""
+    finite = outputs is None or all(a.dtype.kind not in "fc" or np.isfinite(a).all() for a in outputs.values())
+    if finite:
+        return orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
+    return json.dumps(payload, allow_nan=True, separators=(",", ":"),
+                      default=lambda a: a.tolist()).encode()
 
 
-def _json(payload: Any, status: int = 200) -> Response:
-    return Response(_dumps(payload), status_code=status, media_type="application/json")
+def status_json(entries: list[dict]) -> dict:
+    """TF Serving's ``model_version_status`` JSON."""
+    return {"model_version_status": [
+        {"version": str(e["version"]), "state": e["state"],
+         "status": {"error_code": e["error_code"], "error_message": e["error_message"]}} for e in entries]}
 
 
-def _status(model: LoadedModel) -> dict:
-    return {"model_version_status": [{"version": str(model.version), "state": "AVAILABLE",
-                                      "status": {"error_code": "OK", "error_message": ""}}]}
-
-
-def signature_metadata(model: LoadedModel) -> dict:
-    """The ``signature_def`` map of the served MetaGraph as TF Serving prints it (from ``saved_model.pb``)."""
+def signature_metadata(signature_defs: dict) -> dict:
+    """The ``signature_def`` map of the served MetaGraph as TF Serving prints it."""
     from google.protobuf import json_format
-    from tensorflow.core.protobuf import saved_model_pb2
 
-    proto = saved_model_pb2.SavedModel()
-    proto.ParseFromString((model.path / "saved_model.pb").read_bytes())
-    graph = next(g for g in proto.meta_graphs if "serve" in g.meta_info_def.tags)
-    signatures = {
-        key: json_format.MessageToDict(value, always_print_fields_with_no_presence=True,
-                                       preserving_proto_field_name=True)
-        for key, value in graph.signature_def.items()
-    }
+    signatures = {key: json_format.MessageToDict(value, always_print_fields_with_no_presence=True,
+                                                 preserving_proto_field_name=True)
+                  for key, value in signature_defs.items()}
     return {"signature_def": {"signature_def": signatures}}
 
 
 # ----------------------------------------------------------------------------- the app
-def create_app(base_path: str | Path, model_name: str | None = None, poll_seconds: float = 1.0,
-               max_request_bytes: int = 16 * 1024 * 1024, watch: bool = True) -> FastAPI:
-    """The FastAPI app serving ``base_path``'s newest version as ``model_name``; ``watch`` starts the poller."""
-    from contextlib import asynccontextmanager
+class RestApp:
+    """The ASGI app: TF Serving's REST routes, ``/monitoring/prometheus/metrics``, limits and the access log."""
 
-    base = Path(base_path)
-    name = model_name or base.name
-    watcher = ModelWatcher(base, poll_seconds)
+    def __init__(self, registry: ModelRegistry, *, owns_registry: bool = True, watch: bool = True,
+                 run: Any = call_signature, metrics: Metrics | None = None,
+                 max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+                 max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES, threads: int = 64) -> None:
+        self.registry = registry
+        self.owns_registry = owns_registry
+        self.watch = watch
+        self.run = run
+        self.metrics = metrics or Metrics(access_log=False)
+        self.max_request_bytes = max_request_bytes
+        self.max_header_bytes = max_header_bytes
+        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="mtl-rest")
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI):  # noqa: ANN202
-        if watch:
-            watcher.start()
-        else:
-            watcher.poll()
-        yield
-        watcher.stop()
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+        elif scope["type"] == "http":
+            await self._http(scope, receive, send)
 
-    app = FastAPI(title=f"mtl serve: {name}", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.watcher = watcher
+    async def _lifespan(self, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                if self.owns_registry:
+                    await asyncio.get_running_loop().run_in_executor(None, self.registry.start, self.watch)
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if self.owns_registry:
+                    self.registry.stop()
+                self._executor.shutdown(wait=False)
+                await send({"type": "lifespan.shutdown.complete"})
+                return
 
-    def model_for(match: re.Match) -> LoadedModel:
-        if match["name"] != name:
-            raise BadRequest(f"Servable not found for request: Latest({match['name']})", 404)
-        if match["label"] is not None:
-            raise BadRequest(f"Unrecognized servable version label: {match['label']}", 404)
-        return watcher.get(match["version"])
+    async def _http(self, scope: dict, receive: Any, send: Any) -> None:
+        start = time.perf_counter()
+        method, path = scope["method"], scope["path"]
+        api = "predict" if method == "POST" else "metadata" if path.endswith("/metadata") else "status"
+        if path == METRICS_PATH:
+            api = "metrics"
+        outcome = RequestOutcome()
+        headers: list[tuple[bytes, bytes]] = []
+        try:
+            size = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"") + sum(
+                len(k) + len(v) + 4 for k, v in scope["headers"])
+            if size > self.max_header_bytes:
+                headers.append((b"connection", b"close"))
+                raise BadRequest(f"request line and headers of {size} bytes exceed the limit of "
+                                 f"{self.max_header_bytes}", 431)
+            if method == "GET" and path == METRICS_PATH:
+                status, body, content_type = 200, self.metrics.exposition(), CONTENT_TYPE.encode()
+            elif method == "GET":
+                status, body, content_type = 200, self._get(path, outcome), b"application/json"
+            elif method == "POST":
+                raw = await self._read_body(scope, receive)
+                body = await asyncio.get_running_loop().run_in_executor(self._executor, self._post, path, raw,
+                                                                        outcome)
+                status, content_type = 200, b"application/json"
+            else:
+                raise BadRequest(f"Unsupported HTTP method {method[:10]}", 405)
+        except ServingError as exc:
+            outcome.code = exc.code
+            status, body, content_type = HTTP_STATUS.get(exc.code, 500), dumps({"error": str(exc)}), b"application/json"
+        except BadRequest as exc:
+            outcome.code = {404: "NOT_FOUND", 413: "RESOURCE_EXHAUSTED", 431: "RESOURCE_EXHAUSTED"}.get(
+                exc.status, "INVALID_ARGUMENT")
+            status, body, content_type = exc.status, dumps({"error": str(exc)}), b"application/json"
+        except Exception as exc:  # a real server fault: detail in the log, a short message to the client
+            log.exception("%s %s failed", method, path[:200])
+            outcome.code = "INTERNAL"
+            status, content_type = 500, b"application/json"
+            body = dumps({"error": f"internal error ({type(exc).__name__}); see the server log"})
+        headers += [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+        client = scope.get("client")
+        self.metrics.record("rest", api, outcome, time.perf_counter() - start,  # counted before the client sees it
+                            f"{client[0] if client else '-'} \"{method} {path[:200]}\" {status}")
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
-    @app.exception_handler(BadRequest)
-    async def bad_request(_: Request, exc: BadRequest) -> Response:
-        return _json({"error": str(exc)}, exc.status)
+    async def _read_body(self, scope: dict, receive: Any) -> bytes:
+        for key, value in scope["headers"]:
+            if key == b"content-length" and value.isdigit() and int(value) > self.max_request_bytes:
+                raise BadRequest(f"request body of {int(value)} bytes is larger than the limit of "
+                                 f"{self.max_request_bytes}", 413)
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise BadRequest("the client disconnected", 400)
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_request_bytes:
+                raise BadRequest(f"request body is larger than the limit of {self.max_request_bytes} bytes", 413)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
 
-    @app.exception_handler(Exception)
-    async def unexpected(_: Request, exc: Exception) -> Response:
-        log.exception("request failed")
-        return _json({"error": f"internal error: {type(exc).__name__}: {exc}"}, 500)
+    def _resolve(self, match: re.Match, outcome: RequestOutcome) -> tuple[int, LoadedModel, dict]:
+        outcome.model = match["name"]
+        version = int(match["version"]) if match["version"] is not None else None
+        number, model, signature_defs = self.registry.model(match["name"]).resolve(version, match["label"])
+        outcome.version = str(number)
+        return number, model, signature_defs
 
-    @app.get("/v1/{path:path}")
-    def get(path: str) -> Response:
+    def _get(self, path: str, outcome: RequestOutcome) -> bytes:
         match = _GET.match(path)
         if match is None:
-            raise BadRequest(f"Malformed request: GET /v1/{path}", 404)
-        model = model_for(match)
+            raise BadRequest(f"Malformed request: GET {path[:200]}", 404)
         if match["metadata"]:
-            spec = {"name": name, "signature_name": "", "version": str(model.version)}
-            return _json({"model_spec": spec, "metadata": signature_metadata(model)})
-        return _json(_status(model))
+            number, _, signature_defs = self._resolve(match, outcome)
+            spec = {"name": match["name"], "signature_name": "", "version": str(number)}
+            return dumps({"model_spec": spec, "metadata": signature_metadata(signature_defs)})
+        outcome.model = match["name"]
+        name = match["name"]
+        if name not in self.registry.models:
+            raise ServingError("NOT_FOUND", f"Could not find any versions of model {name}")
+        model = self.registry.models[name]
+        version = int(match["version"]) if match["version"] is not None else None
+        if match["label"] is not None:
+            version = model.resolve(None, match["label"])[0]
+        return dumps(status_json(model.status(version)))
 
-    @app.post("/v1/{path:path}")
-    async def post(path: str, request: Request) -> Response:
+    def _post(self, path: str, raw: bytes, outcome: RequestOutcome) -> bytes:
         match = _POST.match(path)
         if match is None:
-            raise BadRequest(f"Malformed request: POST /v1/{path}", 404)
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > max_request_bytes:
-            raise BadRequest(f"request body of {length} bytes is larger than the limit of {max_request_bytes}", 413)
-        raw = bytearray()
-        async for chunk in request.stream():
-            raw.extend(chunk)
-            if len(raw) > max_request_bytes:
-                raise BadRequest(f"request body is larger than the limit of {max_request_bytes} bytes", 413)
-        model = model_for(match)
+            raise BadRequest(f"Malformed request: POST {path[:200]}", 404)
+        _, model, signature_defs = self._resolve(match, outcome)
         if match["verb"] != "predict":
             raise BadRequest(f"this model has only a predict signature; :{match['verb']} needs a signature with "
                              f"method tensorflow/serving/{match['verb']}")
-        from starlette.concurrency import run_in_threadpool
-
-        return await run_in_threadpool(_predict, model, bytes(raw))
-
-    def _predict(model: LoadedModel, raw: bytes) -> Response:
-        tensors, style = parse_body(raw, model)
-        import tensorflow as tf
-
-        result = model.signature(**{k: tf.constant(v) for k, v in tensors.items()})
-        return _json(format_outputs({k: v.numpy() for k, v in result.items()}, style))
-
-    return app
+        columns, style, signature = parse_predict_body(raw, list(model.inputs))
+        check_signature_name(signature, signature_defs)
+        outputs = self.run(model, prepare(model, columns, "instances" if style == "row" else "inputs"))
+        return dumps(format_outputs(outputs, style), outputs)
 
 
-def serve(base_path: str | Path, model_name: str | None = None, port: int = 8501, host: str = "127.0.0.1",
-          poll_seconds: float = 1.0, max_request_bytes: int = 16 * 1024 * 1024) -> None:
-    """Run the server until interrupted (``mtl serve``)."""
+def create_app(base_path: str | Path | None = None, model_name: str | None = None, poll_seconds: float = 1.0,
+               max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES, watch: bool = True, *,
+               registry: ModelRegistry | None = None, run: Any = call_signature, metrics: Metrics | None = None,
+               max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES) -> RestApp:
+    """The ASGI app serving ``base_path``'s versions as ``model_name`` (or the models of ``registry``); an app
+    given a ``base_path`` owns its registry and starts it on start-up (polling the disk if ``watch``)."""
+    if registry is None:
+        if base_path is None:
+            raise ValueError("create_app needs a base_path or a registry")
+        registry = ModelRegistry.for_base_path(base_path, model_name, poll_seconds)
+        owns = True
+    else:
+        owns = False
+    return RestApp(registry, owns_registry=owns, watch=watch, run=run, metrics=metrics,
+                   max_request_bytes=max_request_bytes, max_header_bytes=max_header_bytes)
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """A taken REST port is a one-line error before any model loads (uvicorn would only log it and exit 1)."""
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except OSError as exc:
+        raise MtlError(f"cannot listen on {host}:{port}: {exc.strerror or exc}", where="--rest_api_port") from None
+
+
+def serve(base_path: str | Path | None = None, model_name: str | None = None, port: int = 8501,
+          host: str = "127.0.0.1", poll_seconds: float = 1.0, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES, *,
+          grpc_port: int | None = 8500, model_config_file: str | Path | None = None, enable_batching: bool = False,
+          batching_parameters_file: str | Path | None = None, access_log: bool = True,
+          max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES, header_timeout: float = 10.0,
+          body_timeout: float = 60.0, idle_timeout: float = 15.0, max_connections: int | None = None) -> None:
+    """Run REST on ``host:port`` and gRPC on ``host:grpc_port`` (``None``: no gRPC) until interrupted."""
     import uvicorn
 
-    base = Path(base_path)
-    if not base.is_dir():
-        raise MtlError(f"{base} is not a folder", where="--model_base_path")
-    if not versions(base):
-        log.warning("%s holds no version yet; waiting for one", base)
-    app = create_app(base, model_name, poll_seconds, max_request_bytes)
-    log.info("serving %s as %r on http://%s:%d/v1/models/%s", base, model_name or base.name, host, port,
-             model_name or base.name)
-    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_keep_alive=5)
+    from mtl.serving._batching import Batcher, read_batching_parameters
+    from mtl.serving._grpc import start_grpc_server
+    from mtl.serving._http import default_max_connections, hardened_protocol
+
+    if model_config_file is not None:
+        if base_path is not None or model_name is not None:
+            raise MtlError("--model_config_file names the models and their paths; drop --model_base_path and "
+                           "--model_name", where="mtl serve")
+        registry = ModelRegistry.from_config_file(model_config_file, poll_seconds)
+    elif base_path is not None:
+        base = Path(base_path)
+        if not base.is_dir():
+            raise MtlError(f"{base} is not a folder", where="--model_base_path")
+        registry = ModelRegistry.for_base_path(base, model_name, poll_seconds)
+    else:
+        raise MtlError("give --model_base_path (one model) or --model_config_file (several)", where="mtl serve")
+    if batching_parameters_file is not None and not enable_batching:
+        raise MtlError("--batching_parameters_file needs --enable_batching", where="mtl serve")
+    _check_port_free(host, port)
+    metrics = Metrics(access_log=access_log)
+    batcher = Batcher(read_batching_parameters(batching_parameters_file), metrics) if enable_batching else None
+    run = batcher if batcher is not None else call_signature
+    registry.start(watch=True)
+    grpc_server = None
+    try:
+        if grpc_port is not None:
+            grpc_server, bound = start_grpc_server(registry, host, grpc_port, run, metrics)
+            log.info("gRPC (TF Serving's PredictionService, ModelService) on %s:%d", host, bound)
+        app = RestApp(registry, owns_registry=False, run=run, metrics=metrics, max_request_bytes=max_request_bytes,
+                      max_header_bytes=max_header_bytes)
+        for name in registry.models:
+            log.info("REST on http://%s:%d/v1/models/%s", host, port, name)
+        protocol = hardened_protocol(header_timeout, body_timeout, idle_timeout,
+                                     max_connections or default_max_connections())
+        config = uvicorn.Config(app, host=host, port=port, log_level="warning", http=protocol, lifespan="on",
+                                h11_max_incomplete_event_size=max_header_bytes, access_log=False)
+        uvicorn.Server(config).run()
+    finally:
+        if grpc_server is not None:
+            grpc_server.stop(grace=2)
+        if batcher is not None:
+            batcher.stop()
+        registry.stop()
 
 
-__all__ = ["BadRequest", "ModelWatcher", "create_app", "format_outputs", "parse_body", "serve"]
+__all__ = ["BadRequest", "RestApp", "create_app", "dumps", "format_outputs", "loads", "parse_predict_body", "serve"]

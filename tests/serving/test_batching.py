@@ -1,0 +1,88 @@
+"""``--enable_batching``: concurrent requests merge into one signature call, each gets its own rows back."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from mtl.errors import MtlError
+from mtl.serving._batching import Batcher, BatchingParameters, read_batching_parameters
+from mtl.serving._monitoring import Metrics
+from mtl.serving._versions import ModelRegistry, ModelVersions
+from mtl.serving.rest import create_app
+
+
+@pytest.fixture(scope="module")
+def doubling(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An export base with one version whose output ``y`` is twice its input ``x`` (so rows can be told apart)."""
+    import tensorflow as tf
+
+    class Double(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
+        def serve(self, x: tf.Tensor) -> dict:
+            return {"y": 2.0 * x}
+
+    base = tmp_path_factory.mktemp("batching") / "double"
+    module = Double()
+    tf.saved_model.save(module, str(base / "1"), signatures={"serving_default": module.serve})
+    return base
+
+
+def test_concurrent_requests_merge_into_one_call(doubling: Path) -> None:
+    metrics = Metrics(access_log=False)
+    # a batch runs when it is full (4 rows); the long timeout only bounds a batch that never fills
+    batcher = Batcher(BatchingParameters(max_batch_size=4, batch_timeout_micros=60_000_000, num_batch_threads=1),
+                      metrics)
+    registry = ModelRegistry({"double": ModelVersions("double", doubling)})
+    try:
+        with TestClient(create_app(registry=registry, run=batcher)) as client:
+            registry.start(watch=False)
+
+            def predict(i: int) -> list:
+                answer = client.post("/v1/models/double:predict", json={"instances": [float(i)]})
+                assert answer.status_code == 200, answer.text
+                return answer.json()["predictions"]
+
+            with ThreadPoolExecutor(4) as pool:
+                answers = list(pool.map(predict, range(4)))
+    finally:
+        batcher.stop()
+    assert answers == [[0.0], [2.0], [4.0], [6.0]]
+    exposition = metrics.exposition().decode()
+    assert 'mtl_serve_batch_rows_count{model_name="double",model_version="1"} 1.0' in exposition
+    assert 'mtl_serve_batch_rows_sum{model_name="double",model_version="1"} 4.0' in exposition
+
+
+def test_a_request_larger_than_a_batch_runs_alone_and_a_bad_one_never_joins(doubling: Path) -> None:
+    batcher = Batcher(BatchingParameters(max_batch_size=2, batch_timeout_micros=60_000_000, num_batch_threads=1))
+    registry = ModelRegistry({"double": ModelVersions("double", doubling)})
+    registry.start(watch=False)
+    try:
+        with TestClient(create_app(registry=registry, run=batcher)) as client:
+            bodies = [{"instances": [1.0, 2.0, 3.0]}, {"instances": [5.0]}, {"instances": ["x"]}, {"instances": [7.0]}]
+            with ThreadPoolExecutor(4) as pool:
+                answers = list(pool.map(lambda b: client.post("/v1/models/double:predict", json=b), bodies))
+    finally:
+        batcher.stop()
+    assert answers[0].json() == {"predictions": [2.0, 4.0, 6.0]}  # larger than a batch: runs alone
+    assert answers[1].json() == {"predictions": [10.0]} and answers[3].json() == {"predictions": [14.0]}
+    assert answers[2].status_code == 400
+
+
+def test_batching_parameters_file(tmp_path: Path) -> None:
+    path = tmp_path / "batching.config"
+    path.write_text("# TF Serving's keys\nmax_batch_size { value: 128 }\nbatch_timeout_micros { value: 500 }\n"
+                    "max_enqueued_batches { value: 32 }\nnum_batch_threads { value: 2 }\n"
+                    "pad_variable_length_inputs: { value: 0 }\n")
+    assert read_batching_parameters(path) == BatchingParameters(128, 500, 32, 2)
+    assert read_batching_parameters(None) == BatchingParameters()
+    for text, needle in [("max_batch_sise { value: 2 }", "unknown key 'max_batch_sise'"),
+                         ("max_batch_size: 2", "expected 'key { value: N }'"),
+                         ("max_batch_size { value: 0 }", "max_batch_size must be >= 1")]:
+        path.write_text(text)
+        with pytest.raises(MtlError, match="--batching_parameters_file") as info:
+            read_batching_parameters(path)
+        assert needle in str(info.value)
