@@ -403,7 +403,8 @@ class Config(_Strict):
         smote = self.training.smote
         if smote is not None and smote.task not in classifiers:
             if smote.task in self.tasks:
-                raise ValueError(f"training.smote.task: SMOTE needs a classification task (binary or multiclass), "
+                kinds = " or ".join(name for name, cls in TASK_TYPES.items() if cls.classifier)
+                raise ValueError(f"training.smote.task: SMOTE needs a {kinds} task, "
                                  f"but {smote.task!r} is a {self.tasks[smote.task].type} task")
             raise ValueError(_ref_message("training.smote.task", smote.task, classifiers, "a classification task"))
         return self
@@ -412,12 +413,12 @@ class Config(_Strict):
         """Each configured kind checks the rest of the config (a text column needs a backbone, ...); word-level
         tasks need a kind that gives words."""
         kinds = {kind for kind, _ in configured_columns(self.data.features)}
-        for kind in FEATURE_KINDS:
-            FEATURE_KINDS[kind].check_config(self, kind in kinds)
         word_level = [n for n, t in self.tasks.items() if TASK_TYPES[t.type].level == "word"]
         if word_level and not any(FEATURE_KINDS[k].provides_words for k in kinds):
             raise ValueError(f"tasks.{word_level[0]}: a {self.tasks[word_level[0]].type} task needs "
                              "data.features.text (the words it tags)")
+        for kind in FEATURE_KINDS:
+            FEATURE_KINDS[kind].check_config(self, kind in kinds)
 
     def _check_parents(self) -> None:
         for name, task in self.tasks.items():

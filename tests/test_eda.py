@@ -130,7 +130,7 @@ def test_numeric_features_count_missing_and_non_numeric(report: tuple[Path, str]
     ages = pd.to_numeric(adult["age"], errors="coerce").dropna()
     assert float(age[4]) == pytest.approx(ages.mean(), rel=1e-3)
     assert table_row(text, "`capital_gain`")[1:4] == ["2,000", "0", "0"]
-    assert "**Non-numeric values**" in text and "`age` (5)" in text
+    assert "**Non-numeric or non-finite values**" in text and "`age` (5)" in text
 
 
 def test_categorical_cardinality_and_top_values(report: tuple[Path, str], adult: pd.DataFrame) -> None:

@@ -23,8 +23,8 @@ from mtl.features.vector import VectorFeature
 
 __all__ = ["FEATURE_KINDS", "Feature", "Encoded", "NumericFeature", "CategoricalFeature", "TextFeature",
            "VectorFeature", "MAX_CELL_CHARS", "MISSING_TEXTS", "VALID_INPUT_NAME", "build_features",
-           "feature_from_config", "configured_columns", "category_text", "embedding_size", "input_names",
-           "is_missing", "number_value", "shown"]
+           "feature_from_config", "features_from_signature", "configured_columns", "category_text", "embedding_size",
+           "input_names", "is_missing", "number_value", "shown"]
 
 FEATURE_KINDS: dict[str, type[Feature]] = {
     cls.kind: cls for cls in (NumericFeature, CategoricalFeature, TextFeature, VectorFeature)
@@ -47,6 +47,22 @@ def build_features(data_config: Any) -> dict[str, Feature]:
     names = input_names([column for _, column in pairs])
     return {column: FEATURE_KINDS[kind].from_data_config(column, names[column], data_config)
             for kind, column in pairs}
+
+
+def features_from_signature(specs: dict[str, Any]) -> dict[str, Feature]:
+    """Features for the inputs of a SavedModel exported elsewhere (no mtl metadata): the first kind whose
+    ``from_signature`` reads each ``tf.TensorSpec``; an input no kind reads is an ``MtlError``."""
+    from mtl.errors import MtlError
+
+    features = {}
+    for name, spec in specs.items():
+        dtype, shape = spec.dtype.name, tuple(spec.shape[1:])
+        feature = next((f for cls in FEATURE_KINDS.values() if (f := cls.from_signature(name, dtype, shape))), None)
+        if feature is None:
+            raise MtlError(f"the signature input {name!r} ({dtype}, shape {[None, *shape]}) is not one mtl reads",
+                           where="--model")
+        features[name] = feature
+    return features
 
 
 def feature_from_config(config: dict) -> Feature:

@@ -51,6 +51,12 @@ class Feature:
         """Check (or complete) the rest of the config for this kind; ``used``: the config lists a column of it.
         Raise ``ValueError`` with a message naming the key."""
 
+    @classmethod
+    def from_signature(cls, name: str, dtype: str, shape: tuple) -> Feature | None:
+        """The feature for a signature input of a SavedModel exported elsewhere (no mtl metadata), if this kind
+        reads such an input (``dtype`` "float32"/"string"; ``shape`` per row); else None."""
+        return None
+
     # ------------------------------------------------------------------ raw values
     def parse(self, values: Sequence | np.ndarray, where: str | None = None, first_row: int = 1) -> np.ndarray:
         """Raw cells from any source -> the array the model takes; one bad cell is an ``MtlError`` naming the

@@ -35,6 +35,10 @@ class NumericFeature(Feature):
     def params(self) -> dict:
         return {"non_finite": self.non_finite}
 
+    @classmethod
+    def from_signature(cls, name: str, dtype: str, shape: tuple) -> Feature | None:
+        return cls(name) if dtype == "float32" and shape == () else None
+
     def parse(self, values: Sequence | np.ndarray, where: str | None = None, first_row: int = 1) -> np.ndarray:
         array = values if isinstance(values, np.ndarray) else np.empty(0, object)
         if array.dtype.kind == "f" and array.ndim == 1:  # already numbers (Parquet, JSON): only check finiteness

@@ -67,6 +67,10 @@ class TextFeature(Feature):
         if config.training.jit_compile:
             raise ValueError("training.jit_compile: XLA cannot compile the in-graph tokenizer; set it to false")
 
+    @classmethod
+    def from_signature(cls, name: str, dtype: str, shape: tuple) -> Feature | None:
+        return cls(name) if dtype == "string" and shape == () else None
+
     def parse(self, values: Sequence | np.ndarray, where: str | None = None, first_row: int = 1) -> np.ndarray:
         return np.asarray(cells(values, self.column, where, _text, first_row), dtype=object).reshape(-1)
 

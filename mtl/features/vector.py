@@ -38,6 +38,14 @@ class VectorFeature(Feature):
     def params(self) -> dict:
         return {"non_finite": self.non_finite}
 
+    @classmethod
+    def from_signature(cls, name: str, dtype: str, shape: tuple) -> Feature | None:
+        if dtype != "float32" or len(shape) != 1 or shape[0] is None:
+            return None
+        feature = cls(name)
+        feature.width_ = int(shape[0])
+        return feature
+
     def _row(self, value: Any, width: int | None) -> list[float] | None:
         if isinstance(value, bytes):
             value = value.decode("utf-8", errors="replace")

@@ -16,7 +16,7 @@ import numpy as np
 
 from mtl.errors import MtlError
 from mtl.export.savedmodel import METADATA_FILE
-from mtl.features import Feature, feature_from_config
+from mtl.features import Feature, feature_from_config, features_from_signature
 
 SIGNATURE = "serving_default"
 
@@ -172,16 +172,17 @@ def load(path: str | Path, version: int | None = None) -> LoadedModel:
 
     folder = resolve_version(path, version)
     meta_path = folder / "assets" / METADATA_FILE
+    features: dict[str, Feature] | None = None
     try:
         metadata = json.loads(meta_path.read_text(encoding="utf-8"))
         features = {c["column"]: feature_from_config(c) for c in metadata["features"]}
         metadata["tasks"]  # noqa: B018  (must be there)
-    except FileNotFoundError:
-        raise MtlError(f"{folder} is not an mtl export: no assets/{METADATA_FILE}", where="--model") from None
+    except FileNotFoundError:  # a SavedModel exported elsewhere: its inputs are read from its signature
+        metadata = {}
     except (ValueError, KeyError, TypeError) as exc:
         raise MtlError(f"{folder}: assets/{METADATA_FILE} is not valid mtl metadata ({type(exc).__name__}); "
                        "export the run again", where="--model") from None
-    if any(f.dtype == "string" for f in features.values()):
+    if features is None or any(f.dtype == "string" for f in features.values()):
         import tensorflow_text  # noqa: F401  registers the TF Text ops an in-graph tokenizer may use
     try:
         loaded = tf.saved_model.load(str(folder), tags=["serve"])
@@ -190,5 +191,7 @@ def load(path: str | Path, version: int | None = None) -> LoadedModel:
     if SIGNATURE not in loaded.signatures:
         raise MtlError(f"{folder} has no {SIGNATURE!r} signature", where="--model")
     signature = loaded.signatures[SIGNATURE]
+    if features is None:
+        features = features_from_signature(signature.structured_input_signature[1])
     return LoadedModel(folder, int(folder.name) if folder.name.isascii() and folder.name.isdigit() else 0,
                        metadata, signature, features, dict(signature.structured_outputs), loaded)
