@@ -213,23 +213,24 @@ def choose_checkpoint(state: dict, directory: Path) -> Checkpoint:
     raise MtlError(f"{problems[0]}; no intact checkpoint to resume from; nothing was changed", where="--resume")
 
 
-def check_history(path: Path, checkpoint: Checkpoint, epochs_completed: int) -> None:
-    """``history.csv`` must hold a row for every epoch up to the checkpoint's (at most one more, an epoch logged
-    before the kill), and its row of that epoch the loss the checkpoint recorded."""
+def check_history(path: Path, checkpoint: Checkpoint) -> None:
+    """``history.csv`` must start with one row per epoch up to the checkpoint's, in order, its row of that epoch
+    holding the loss the checkpoint recorded. Later rows (an epoch logged before a kill or a failed write) are
+    dropped on resume and not read."""
     if not path.is_file():
         raise MtlError(f"missing; the checkpoint of epoch {checkpoint.epoch} needs its rows", where=str(path))
     try:
-        history = pd.read_csv(path)
+        history = pd.read_csv(path, nrows=checkpoint.epoch)
     except Exception as exc:  # pandas raises many types for a damaged CSV
         raise MtlError(f"cannot be read as CSV ({type(exc).__name__}); nothing was changed", where=str(path)) from None
     if "epoch" not in history or not pd.api.types.is_integer_dtype(history["epoch"]):
         raise MtlError("has no integer 'epoch' column; nothing was changed", where=str(path))
     rows = history["epoch"].tolist()
-    if rows != list(range(len(rows))) or not checkpoint.epoch <= len(rows) <= epochs_completed + 1:
+    if rows != list(range(checkpoint.epoch)):
         raise MtlError(f"holds epochs {_ranges(rows)}, the checkpoint needs 0 to {checkpoint.epoch - 1} in order; "
                        "nothing was changed", where=str(path))
-    logged, recorded = history["loss"].iloc[checkpoint.epoch - 1] if "loss" in history else None, \
-        checkpoint.entry["logs"].get("loss")
+    logged = history["loss"].iloc[-1] if "loss" in history else None
+    recorded = checkpoint.entry["logs"].get("loss")
     if logged is None or recorded is None or not math.isclose(float(logged), float(recorded), rel_tol=1e-6):
         raise MtlError(f"the loss of epoch {checkpoint.epoch - 1} is {logged}, the checkpoint recorded {recorded}; "
                        "nothing was changed", where=str(path))
@@ -240,9 +241,8 @@ def _ranges(rows: list) -> str:
 
 
 def truncate_history(path: Path, epochs_completed: int) -> None:
-    """Drop history rows of epochs that are re-run after a resume (killed after logging, before the checkpoint)."""
-    history = pd.read_csv(path)
-    if len(history) > epochs_completed:
+    """Keep the rows of the epochs a checkpoint holds; later ones are re-run after a resume."""
+    if len(path.read_text(encoding="utf-8").splitlines()) > epochs_completed + 1:
         buffer = io.StringIO()
-        history[history["epoch"] < epochs_completed].to_csv(buffer, index=False)
+        pd.read_csv(path, nrows=epochs_completed).to_csv(buffer, index=False)
         write_bytes_atomic(path, buffer.getvalue().encode())

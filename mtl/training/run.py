@@ -124,7 +124,7 @@ def resume(run_dir: str | Path, allow_data_change: bool = False) -> RunResult:
         config = load_config(path / "config.yaml")
         checkpoints.check_epochs(state, directory, config.training.epochs)
         checkpoint = checkpoints.choose_checkpoint(state, directory)
-        checkpoints.check_history(path / "history.csv", checkpoint, state["epochs_completed"])
+        checkpoints.check_history(path / "history.csv", checkpoint)
         changes = list(state.get("data_changed", []))
         fingerprint = data_fingerprint(config)
         change = data_change(state.get("data", {}), fingerprint)

@@ -87,7 +87,8 @@ def test_divergence_stops_with_a_clear_message_and_no_metrics(tmp_path, slice_cs
     assert main(["train", "--config", str(config), "--run-dir", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("error: training stopped in epoch 1") and "the loss became" in err
-    assert not (tmp_path / "run" / "metrics.json").exists()
+    assert err.endswith("no epoch was completed (lower training.learning_rate?)")
+    assert not (tmp_path / "run").exists()  # no checkpoint: nothing a --resume could continue
 
 
 def test_divergence_guard_raises_on_nan():
