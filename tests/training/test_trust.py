@@ -199,7 +199,7 @@ def test_a_second_writer_of_a_run_directory_is_told_the_holders_pid(run_copy, tm
 def test_the_lock_dies_with_its_process(tmp_path):
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time; from mtl._locks import DirectoryLock; "
-         "DirectoryLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(120)", str(tmp_path)],
+         "lock = DirectoryLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(120)", str(tmp_path)],
         env=ENV, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
