@@ -31,11 +31,11 @@ def train(config: Config, run_dir: str | None = None) -> RunResult:
     return _train(config, run_dir)
 
 
-def resume(run_dir: str) -> RunResult:
-    """Continue an interrupted run from its last completed epoch."""
+def resume(run_dir: str, allow_data_change: bool = False) -> RunResult:
+    """Continue an interrupted run from its last verified checkpoint; see ``mtl.training.run.resume``."""
     from mtl.training import resume as _resume
 
-    return _resume(run_dir)
+    return _resume(run_dir, allow_data_change=allow_data_change)
 
 
 def tune(config: Config | dict | str, trials: int, out_dir: str | None = None,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -15,6 +16,8 @@ from pathlib import Path
 from mtl.errors import MtlError
 
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports it
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,6 +31,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config key, e.g. --set training.epochs=5 (repeatable)")
     train.add_argument("--run-dir", help="where the run is written (default: output.run_dir or runs/run-<time>)")
+    train.add_argument("--allow-data-change", action="store_true",
+                       help="with --resume: continue even though the data differs from the run's (recorded in "
+                            "metrics.json)")
 
     tune = commands.add_parser("tune", help="search the config's tune.space with Optuna, one run per trial")
     tune.add_argument("--config", required=True, help="YAML config file with a tune section")
@@ -107,10 +113,22 @@ def _quiet_tensorflow() -> None:
     warnings.filterwarnings("ignore", module="keras")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled as Ctrl-C (the same cleanup and line), with its own exit code."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="mtl: %(message)s", stream=sys.stderr)
     _quiet_tensorflow()
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread (main() called from a worker thread): leave SIGTERM alone
+        previous = None
     try:
         handlers = {"train": _train, "tune": _tune, "eda": _eda, "export": _export, "predict": _predict,
                     "serve": _serve, "embed": _embed}
@@ -118,9 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     except MtlError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("error: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -130,8 +151,10 @@ def _train(args: argparse.Namespace) -> int:
     if args.resume:
         if args.set or args.run_dir:
             raise MtlError("--resume continues a run as it was configured; drop --set and --run-dir")
-        result = resume(args.resume)
+        result = resume(args.resume, allow_data_change=args.allow_data_change)
     else:
+        if args.allow_data_change:
+            raise MtlError("--allow-data-change only goes with --resume", where="--allow-data-change")
         result = train(load_config(args.config, args.set), args.run_dir)
     print(f"run directory: {result.run_dir}")
     for split in ("val", "test"):

@@ -22,8 +22,9 @@ def _save(fig: plt.Figure, path: Path) -> Path:
     return path
 
 
-def learning_curves(history: pd.DataFrame, tasks: dict[str, Task], out: Path) -> Path:
-    """Per task: training and validation loss, and the first configured metric, by epoch."""
+def learning_curves(history: pd.DataFrame, tasks: dict[str, Task], out: Path, best_epoch: int | None = None) -> Path:
+    """Per task: training and validation loss, and the first configured metric, by epoch; ``best_epoch`` (1-based),
+    the epoch whose weights early stopping restored, is marked by a vertical line."""
     fig, axes = plt.subplots(len(tasks), 2, figsize=(10, 3.2 * len(tasks)), squeeze=False)
     epochs = history["epoch"] + 1
     for row, (name, task) in enumerate(tasks.items()):
@@ -34,6 +35,8 @@ def learning_curves(history: pd.DataFrame, tasks: dict[str, Task], out: Path) ->
             for prefix, style in (("", "-"), ("val_", "--")):
                 if prefix + key in history:
                     ax.plot(epochs, history[prefix + key], style, label=f"{'val' if prefix else 'train'}")
+            if best_epoch is not None:
+                ax.axvline(best_epoch, color="grey", linestyle=":", label=f"restored (epoch {best_epoch})")
             ax.set_title(key)
             ax.set_xlabel("epoch")
             ax.legend()

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mtl._locks import export_lock
 from mtl.errors import MtlError
 
 METADATA_FILE = "mtl_metadata.json"
@@ -84,14 +85,20 @@ def _serving_module(model: Any) -> Any:
 def export_model(model: Any, base_path: str | Path, name: str, version: int | None = None,
                  source: str | None = None) -> Path:
     """Export a trained ``MultiTaskModel`` to ``base_path/name/<version>``; returns the version folder."""
-    import tensorflow as tf
-
     if not _NAME.match(name):
         raise MtlError(f"{name!r} is not a model name (letters, digits, '_', '.', '-')", where="--name")
     if version is not None and version < 1:
         raise MtlError(f"the version must be a positive integer, not {version}", where="--version")
     model_dir = Path(base_path) / name
     model_dir.mkdir(parents=True, exist_ok=True)
+    with export_lock(model_dir):  # one export of a base at a time; dead exports' .tmp-* folders are removed
+        return _export_version(model, model_dir, name, version, source)
+
+
+def _export_version(model: Any, model_dir: Path, name: str, version: int | None, source: str | None) -> Path:
+    """The body of ``export_model``, run holding the base's lock."""
+    import tensorflow as tf
+
     version = version or next_version(model_dir)
     final = model_dir / str(version)
     if final.exists():

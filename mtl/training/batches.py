@@ -1,4 +1,10 @@
-"""``tf.data`` pipelines of ``(features, labels, weights)`` batches from a ``SplitData``."""
+"""``tf.data`` pipelines of ``(features, labels, weights)`` batches from a ``SplitData``.
+
+Why index batches: the split's column arrays are held as tensors and each batch is gathered from them with one
+``tf.gather`` per column by a batch of row indices, so ``tf.data`` never handles single rows (issue 11). Why a
+permutation that is a pure function of ``(seed, epoch)``: a run resumed after epoch k sees the same batches in
+epoch k + 1 as the uninterrupted run (issue 14).
+"""
 
 from __future__ import annotations
 
@@ -8,30 +14,61 @@ import tensorflow as tf
 from mtl.data import SplitData
 
 
+def batch_segments(bucket_of_row: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(starts, sizes)`` of the batches over rows sorted by bucket: each bucket is cut into ``batch_size``
+    batches and ends with one partial batch."""
+    starts, sizes, offset = [], [], 0
+    for count in np.bincount(bucket_of_row) if len(bucket_of_row) else []:
+        for start in range(0, int(count), batch_size):
+            starts.append(offset + start)
+            sizes.append(min(batch_size, int(count) - start))
+        offset += int(count)
+    return np.asarray(starts, dtype="int64"), np.asarray(sizes, dtype="int64")
+
+
+def length_buckets(texts: np.ndarray) -> np.ndarray:
+    """Each text's bucket: the length quintiles of the split (in characters)."""
+    lengths = np.fromiter((len(t) for t in texts), dtype="int64", count=len(texts))
+    bounds = sorted(set(int(b) + 1 for b in np.quantile(lengths, [0.2, 0.4, 0.6, 0.8])))
+    return np.searchsorted(bounds, lengths, side="right").astype("int64")
+
+
 def to_dataset(split: SplitData, batch_size: int, shuffle: bool = False, seed: int = 0,
-               with_labels: bool = True, bucket_by: str | None = None) -> tf.data.Dataset:
-    """Batches of the split; the training split is reshuffled every epoch from ``seed``.
+               with_labels: bool = True, bucket_by: str | None = None, first_epoch: int = 0) -> tf.data.Dataset:
+    """Batches of the split; with ``shuffle`` the n-th pass over the dataset is epoch ``first_epoch + n``, whose
+    row order is a permutation drawn from ``(seed, epoch)`` alone.
 
     ``bucket_by`` (a text column) groups rows of similar length into a batch, so that trimming each batch to its
-    longest text wastes less: the buckets are the length quintiles of the split, and batches stay ``batch_size``.
+    longest text wastes less: the buckets are the length quintiles of the split, batches stay ``batch_size``
+    (each bucket ends with one partial batch) and, with ``shuffle``, the batch order is drawn from the same seed.
     """
-    if with_labels:
-        dataset = tf.data.Dataset.from_tensor_slices((split.features, split.labels, split.weights))
-    else:
-        dataset = tf.data.Dataset.from_tensor_slices(split.features)
-    if shuffle:
-        dataset = dataset.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
-    if bucket_by is not None and len(split):
-        lengths = np.fromiter((len(t) for t in split.features[bucket_by]), dtype="int64", count=len(split))
-        bounds = sorted(set(int(b) + 1 for b in np.quantile(lengths, [0.2, 0.4, 0.6, 0.8])))
+    rows = len(split)
+    columns = (split.features, split.labels, split.weights) if with_labels else split.features
+    columns = tf.nest.map_structure(tf.constant, columns)
+    buckets = length_buckets(split.features[bucket_by]) if bucket_by is not None and rows else np.zeros(rows, "int64")
+    starts, sizes = batch_segments(buckets, batch_size)
+    batches = len(starts)
+    bucket_tensor = tf.constant(buckets) if bucket_by is not None else None
+    epoch_counter = tf.Variable(first_epoch - 1, dtype=tf.int64, trainable=False)
 
-        def length(*element: dict) -> tf.Tensor:
-            return tf.strings.length(element[0][bucket_by], unit="UTF8_CHAR")
+    def epoch_index_batches(_: tf.Tensor) -> tf.data.Dataset:
+        epoch = epoch_counter.assign_add(1)
+        order = tf.range(rows, dtype=tf.int64)
+        batch_order = tf.range(batches, dtype=tf.int64)
+        if shuffle:
+            key = tf.stack([tf.constant(seed, tf.int64), epoch])
+            order = tf.random.experimental.stateless_shuffle(order, seed=key)
+            if bucket_tensor is not None:
+                batch_order = tf.random.experimental.stateless_shuffle(batch_order, seed=key + [0, 1 << 32])
+        if bucket_tensor is not None:  # group by bucket, keeping the shuffled order within each bucket
+            order = tf.gather(order, tf.argsort(tf.gather(bucket_tensor, order), stable=True))
+        segments = tf.data.Dataset.from_tensor_slices((tf.gather(starts, batch_order), tf.gather(sizes, batch_order)))
+        return segments.map(lambda start, size: order[start:start + size])
 
-        dataset = dataset.bucket_by_sequence_length(length, bounds, [batch_size] * (len(bounds) + 1))
-        # Keras needs the number of batches: without it, fit reads past the end of an epoch, and the next epoch
-        # can fail. Each bucket ends with one partial batch.
-        per_bucket = np.bincount(np.searchsorted(bounds, lengths, side="right"), minlength=len(bounds) + 1)
-        batches = int(sum(-(-int(n) // batch_size) for n in per_bucket))
-        return dataset.apply(tf.data.experimental.assert_cardinality(batches)).prefetch(tf.data.AUTOTUNE)
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    def gather(index: tf.Tensor) -> tuple | dict:
+        return tf.nest.map_structure(lambda column: tf.gather(column, index), columns)
+
+    dataset = tf.data.Dataset.range(1).flat_map(epoch_index_batches).map(gather, num_parallel_calls=tf.data.AUTOTUNE,
+                                                                          deterministic=True)
+    # Keras needs the number of batches: without it, fit reads past the end of an epoch, and the next one can fail.
+    return dataset.apply(tf.data.experimental.assert_cardinality(batches)).prefetch(tf.data.AUTOTUNE)

@@ -1,17 +1,18 @@
-"""Callbacks of a run: the loss-weight schedule, the weighting strategy's epoch hooks, the divergence guard
-and atomic epoch checkpoints."""
+"""Callbacks of a run: the loss-weight schedule, the weighting strategy's epoch hooks, the divergence guard,
+early stopping and reduce-on-plateau whose state is checkpointed, and verified epoch checkpoints."""
 
 from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 
 from mtl.errors import MtlError
+from mtl.training import checkpoints
 from mtl.weighting import LossWeightSchedule
 
 
@@ -57,50 +58,135 @@ class DivergenceGuard(keras.callbacks.Callback):
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
+            kept = f"the checkpoint of epoch {self.epoch} is kept" if self.epoch else "no epoch was completed"
             raise TrainingDiverged(
                 f"training stopped in epoch {self.epoch + 1}, batch {batch + 1}: the loss became {float(loss)}; "
-                "the checkpoint of the last completed epoch is kept (lower training.learning_rate?)"
+                f"{kept} (lower training.learning_rate?)"
             )
 
 
-class EpochCheckpoint(keras.callbacks.Callback):
-    """After every epoch, write ``last.weights.h5`` (model and optimizer state) then ``state.json``.
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """Keras' early stopping whose state (wait, best value and epoch, best weights) is checkpointed, so a resumed
+    run stops, and restores, exactly where the uninterrupted run would."""
 
-    Both are written to a temporary file and renamed into place, so a run killed at any moment
-    leaves the previous complete checkpoint; ``state.json`` names the epochs it holds.
-    """
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._restored: tuple[dict, dict] | None = None
 
-    def __init__(self, directory: str | Path) -> None:
-        super().__init__()
-        self.directory = Path(directory)
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        super().on_train_begin(logs)
+        if self._restored is not None:
+            state, arrays = self._restored
+            self.wait, self.best, self.best_epoch = state["wait"], state["best"], state["best_epoch"]
+            self.stopped_epoch = state["stopped_epoch"]
+            if state["best_weights"]:
+                self.best_weights = [arrays[f"best{i:05d}"] for i in range(state["best_weights"])]
+
+    def checkpoint_state(self) -> tuple[dict, dict[str, np.ndarray]]:
+        weights = self.best_weights or []
+        state = {"wait": self.wait, "best": _number(self.best) if self.best is not None else None,
+                 "best_epoch": self.best_epoch, "stopped_epoch": self.stopped_epoch, "best_weights": len(weights)}
+        return state, {f"best{i:05d}": np.asarray(w) for i, w in enumerate(weights)}
+
+    def restore_state(self, state: dict, arrays: dict[str, np.ndarray]) -> None:
+        self._restored = (state, arrays)
+        self.on_train_begin()
 
     @property
-    def weights_path(self) -> Path:
-        return self.directory / "last.weights.h5"
+    def restored_weights(self) -> bool:
+        """Whether the weights at the end of training are those of ``best_epoch``."""
+        return bool(self.restore_best_weights and self.best_weights is not None)
+
+
+class ResumableReduceLROnPlateau(keras.callbacks.ReduceLROnPlateau):
+    """Keras' reduce-on-plateau whose counters are checkpointed (the learning rate is an optimizer variable)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._restored: dict | None = None
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        super().on_train_begin(logs)
+        if self._restored is not None:
+            self.wait, self.best = self._restored["wait"], self._restored["best"]
+            self.cooldown_counter = self._restored["cooldown_counter"]
+
+    def checkpoint_state(self) -> tuple[dict, dict[str, np.ndarray]]:
+        return {"wait": self.wait, "best": _number(self.best) if self.best is not None else None,
+                "cooldown_counter": self.cooldown_counter}, {}
+
+    def restore_state(self, state: dict, arrays: dict[str, np.ndarray]) -> None:
+        self._restored = state
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """After every epoch, write ``epoch-NNNN.npz`` (every model and optimizer variable, the random generators'
+    states, callbacks' arrays), then ``state.json`` naming it with its digest; keep the last two.
+
+    Both files are written to a temporary file, flushed and renamed into place, so a run killed at any moment leaves
+    the previous complete checkpoint. ``stateful`` callbacks (``checkpoint_state``/``restore_state``) are saved by
+    class name. A failed write (full disk, read-only directory) is one ``MtlError`` line.
+    """
+
+    def __init__(self, directory: str | Path, stateful: list | None = None, run_record: dict | None = None) -> None:
+        super().__init__()
+        self.directory = Path(directory)
+        self.stateful = list(stateful or [])
+        self.run_record = dict(run_record or {})  # config digest and data fingerprint, repeated in every state
+        self.entries: list[dict] = []
 
     @property
     def state_path(self) -> Path:
-        return self.directory / "state.json"
+        return self.directory / checkpoints.STATE_FILE
+
+    @property
+    def epochs_saved(self) -> int:
+        return self.entries[0]["epoch"] if self.entries else 0
+
+    def restore(self, state: dict, checkpoint: checkpoints.Checkpoint) -> None:
+        """Continue the list of checkpoints of ``state`` from ``checkpoint`` and give callbacks their state."""
+        self.entries = [e for e in state["checkpoints"] if e["epoch"] <= checkpoint.epoch]
+        for callback in self.stateful:
+            saved = checkpoint.entry["callbacks"].get(type(callback).__name__)
+            if saved is not None:
+                callback.restore_state(saved, checkpoint.arrays)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        tmp = self.directory / "last.tmp.weights.h5"
-        self.model.save_weights(tmp)
-        os.replace(tmp, self.weights_path)
-        state = {"epochs_completed": epoch + 1, "logs": {k: _number(v) for k, v in (logs or {}).items()}}
-        write_text_atomic(self.state_path, json.dumps(state, indent=2))
+        callbacks, arrays = {}, {}
+        for callback in self.stateful:
+            callbacks[type(callback).__name__], own = callback.checkpoint_state()
+            arrays.update(own)
+        file = f"epoch-{epoch + 1:04d}.npz"
+        path = self.directory / file
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            data = checkpoints.pack(self.model, epoch + 1, arrays)
+            checkpoints.write_bytes_atomic(path, data)
+            logs = {k: _number(v) for k, v in (logs or {}).items()}
+            entry = checkpoints.checkpoint_entry(file, data, epoch + 1, logs, callbacks,
+                                                 bool(self.model.stop_training))
+            entries = [entry] + [e for e in self.entries if e["epoch"] < epoch + 1][:checkpoints.KEEP - 1]
+            state = {"format": checkpoints.FORMAT, "epochs_completed": epoch + 1, **self.run_record,
+                     "checkpoints": entries, "logs": logs}
+            checkpoints.write_bytes_atomic(self.state_path, json.dumps(state, indent=2).encode())
+        except OSError as exc:
+            error = checkpoints.disk_error(exc, path, self.epochs_saved)
+            if error is None:
+                raise
+            raise error from None
+        self.entries = entries
+        keep = {e["file"] for e in entries}
+        for old in self.directory.glob("epoch-*.npz"):
+            if old.name not in keep:
+                old.unlink(missing_ok=True)
 
     def read_state(self) -> dict[str, Any] | None:
-        if not self.state_path.is_file() or not self.weights_path.is_file():
-            return None
-        return json.loads(self.state_path.read_text())
+        return checkpoints.read_state(self.directory)
 
 
 def write_text_atomic(path: Path, text: str) -> None:
     """Write a file so that readers see the old or the new content, never half of it."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    checkpoints.write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def _number(value: Any) -> float:

@@ -1,18 +1,21 @@
 """A training run: config -> data -> model -> fit -> evaluation, in a run directory.
 
-The run directory holds ``config.yaml`` (resolved), ``history.csv``, ``checkpoints/``, ``tensorboard/``,
-``plots/``, ``model.keras`` and, last, ``metrics.json``: a run that fails leaves no ``metrics.json``.
-Bad input is found before the run directory is created.
+The run directory holds ``config.yaml`` (resolved), ``history.csv``, ``checkpoints/`` (verified, see
+``mtl.training.checkpoints``), ``tensorboard/``, ``plots/``, ``model.keras`` and, last, ``metrics.json``: a run that
+fails leaves no ``metrics.json``. One process at a time writes a run directory (an OS lock, ``.lock``). A run that
+fails before its first checkpoint leaves no directory; one that fails later can be continued with ``--resume``.
 """
 
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
 import logging
 import math
 import os
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +24,7 @@ from typing import Any
 import keras
 import pandas as pd
 
+from mtl._locks import DirectoryLock
 from mtl.config import Config, dump_config, load_config
 from mtl.data import PreparedData, load_data
 from mtl.errors import MtlError
@@ -28,15 +32,18 @@ from mtl.evaluation import evaluate
 from mtl.evaluation import plots as run_plots
 from mtl.model import MultiTaskModel, build_model
 from mtl.tasks import Task
+from mtl.training import checkpoints
 from mtl.training.batches import to_dataset
 from mtl.training.callbacks import (
     DivergenceGuard,
     EpochCheckpoint,
     LossWeightScheduler,
-    TrainingDiverged,
+    ResumableEarlyStopping,
+    ResumableReduceLROnPlateau,
     WeightingEpochHooks,
     write_text_atomic,
 )
+from mtl.training.fingerprint import data_change, data_fingerprint, split_fingerprint
 from mtl.weighting import LossWeightSchedule
 
 log = logging.getLogger("mtl")
@@ -58,34 +65,120 @@ class RunResult:
 
 def train(config: Config, run_dir: str | Path | None = None) -> RunResult:
     """Train ``config`` in a new run directory (``run_dir``, else ``output.run_dir``, else ``runs/<time>``)."""
-    data, tasks = _prepare(config)
     path = Path(run_dir or config.output.run_dir or f"runs/run-{time.strftime('%Y%m%d-%H%M%S')}")
-    if path.exists() and any(path.iterdir()):
-        raise MtlError(f"run directory {path} already exists and is not empty; choose another, "
-                       f"or continue it with --resume {path}", where="output.run_dir")
-    path.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path / "config.yaml", dump_config(config))
+    check_writable(path)  # before the data stage: a read-only place should not cost a data pass
+    created = not path.exists()
+    if not created and _holds_files(path):
+        raise _not_empty(path)
     try:
-        return _run(config, data, tasks, path, resume=False)
-    except MtlError as exc:
-        if not isinstance(exc, TrainingDiverged) and EpochCheckpoint(path / "checkpoints").read_state() is None:
-            # bad input found while building the model (a backbone that will not load): leave nothing behind
-            shutil.rmtree(path, ignore_errors=True)
-        raise
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MtlError(f"{path}: cannot create the run directory: {exc.strerror.lower()}") from None
+    lock = DirectoryLock(path, what=f"the run directory {path}").acquire()
+    try:
+        if _holds_files(path):  # another process got in first and has finished or failed since
+            lock.release()
+            raise _not_empty(path)
+        try:
+            fingerprint = data_fingerprint(config)
+            data, tasks = _prepare(config)
+            config_text = dump_config(config)
+            write_text_atomic(path / "config.yaml", config_text)
+            record = {"config_sha256": hashlib.sha256(config_text.encode("utf-8")).hexdigest(), "data": fingerprint,
+                      "split": split_fingerprint(data)}
+            return _run(config, data, tasks, path, record)
+        except BaseException as exc:
+            if not (path / "checkpoints" / checkpoints.STATE_FILE).is_file():
+                # failed before its first checkpoint (bad input, a backbone that will not load, Ctrl-C, a full
+                # disk): leave nothing behind, so no advice to --resume it can be wrong
+                _remove_run_dir(path, created)
+            error = checkpoints.disk_error(exc, path, 0)
+            if error is not None:
+                raise error from None
+            raise
+    finally:
+        lock.release()
 
 
-def resume(run_dir: str | Path) -> RunResult:
-    """Continue an interrupted run from its last completed epoch, with its optimizer state."""
+def resume(run_dir: str | Path, allow_data_change: bool = False) -> RunResult:
+    """Continue an interrupted run from its last verified checkpoint, exactly as the uninterrupted run would.
+
+    Everything is checked before anything is changed: the checkpoint files against their digests (a corrupt newest
+    one falls back to the one before), ``state.json`` against ``history.csv`` and the config, ``config.yaml``
+    against its digest, the data against its fingerprint (``allow_data_change`` resumes anyway and records it).
+    """
     path = Path(run_dir)
-    checkpoint = EpochCheckpoint(path / "checkpoints")
-    if not (path / "config.yaml").is_file() or checkpoint.read_state() is None:
+    directory = path / "checkpoints"
+    if not (path / "config.yaml").is_file() or not (directory / checkpoints.STATE_FILE).is_file():
         raise MtlError(f"{path} is not a run directory with a checkpoint (config.yaml and "
                        "checkpoints/state.json)", where="--resume")
-    if (path / "metrics.json").is_file():
-        raise MtlError(f"{path} holds a finished run (metrics.json exists); nothing to resume", where="--resume")
-    config = load_config(path / "config.yaml")
-    data, tasks = _prepare(config)
-    return _run(config, data, tasks, path, resume=True)
+    with DirectoryLock(path, what=f"the run directory {path}"):
+        if (path / "metrics.json").is_file():
+            raise MtlError(f"{path} holds a finished run (metrics.json exists); nothing to resume", where="--resume")
+        state = checkpoints.read_state(directory)
+        config_text = (path / "config.yaml").read_bytes()
+        if hashlib.sha256(config_text).hexdigest() != state.get("config_sha256"):
+            raise MtlError("edited after the run started (its SHA-256 is not the one in checkpoints/state.json); "
+                           "restore it, or start a new run with the edited config; nothing was changed",
+                           where=str(path / "config.yaml"))
+        config = load_config(path / "config.yaml")
+        checkpoints.check_epochs(state, directory, config.training.epochs)
+        checkpoint = checkpoints.choose_checkpoint(state, directory)
+        checkpoints.check_history(path / "history.csv", checkpoint)
+        changes = list(state.get("data_changed", []))
+        fingerprint = data_fingerprint(config)
+        change = data_change(state.get("data", {}), fingerprint)
+        if change is not None:
+            if not allow_data_change:
+                raise MtlError(f"{change}; refusing to resume on other data (mtl train --resume {path} "
+                               "--allow-data-change resumes anyway); nothing was changed", where="data")
+            log.warning("resuming on changed data (--allow-data-change): %s", change)
+            changes.append(change)
+        record = {"config_sha256": state["config_sha256"], "data": fingerprint}
+        data, tasks = _prepare(config)
+        record["split"] = split_fingerprint(data)
+        if record["split"] != state.get("split"):
+            source = config.data.path or f"dataset {config.data.dataset!r}"
+            if not allow_data_change:
+                raise MtlError(f"the train/val/test split of {source} differs from the run's (other rows in a "
+                               f"split); refusing to resume (--allow-data-change resumes anyway); nothing was changed",
+                               where="data")
+            log.warning("resuming with another split of %s (--allow-data-change)", source)
+            changes.append(f"the train/val/test split of {source} differs from the run's")
+        if changes:
+            record["data_changed"] = changes
+        return _run(config, data, tasks, path, record, resume_from=(state, checkpoint))
+
+
+def check_writable(path: Path) -> None:
+    """``path`` (or the folder it will be created in) must accept new files; checked by creating one."""
+    folder = path
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise MtlError(f"{folder} is not a directory", where="output.run_dir")
+    try:
+        with tempfile.TemporaryFile(dir=folder, prefix=".mtl-write-check-"):
+            pass
+    except OSError as exc:
+        raise MtlError(f"{folder}: cannot write the run directory here: {exc.strerror.lower()}") from None
+
+
+def _holds_files(path: Path) -> bool:
+    return any(p.name != ".lock" for p in path.iterdir())
+
+
+def _not_empty(path: Path) -> MtlError:
+    return MtlError(f"run directory {path} already exists and is not empty; choose another, "
+                    f"or continue it with --resume {path}", where="output.run_dir")
+
+
+def _remove_run_dir(path: Path, created: bool) -> None:
+    if created:
+        shutil.rmtree(path, ignore_errors=True)
+    else:  # the user's own (empty) folder: empty it again
+        for child in path.iterdir():
+            shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
 
 
 def _prepare(config: Config) -> tuple[PreparedData, dict[str, Task]]:
@@ -149,67 +242,82 @@ def _optimizer(config: Config, steps_per_epoch: int) -> keras.optimizers.Optimiz
     return kinds[t.optimizer](**kwargs)
 
 
-def _callbacks(config: Config, tasks: dict[str, Task], path: Path, has_val: bool) -> list:
+def _callbacks(config: Config, tasks: dict[str, Task], path: Path, has_val: bool, record: dict) -> list:
     t = config.training
     schedules = {name: LossWeightSchedule.from_config(cfg.weight, t.epochs) for name, cfg in config.tasks.items()}
     weighting = LossWeightScheduler(schedules) if t.weighting.name == "fixed" else WeightingEpochHooks()
     callbacks: list = [weighting, DivergenceGuard()]
+    stateful: list = []
     if t.early_stopping is not None:
         es = t.early_stopping
-        callbacks.append(keras.callbacks.EarlyStopping(
+        stateful.append(ResumableEarlyStopping(
             monitor=es.monitor, patience=es.patience, mode=_mode(es.monitor, es.mode), min_delta=es.min_delta,
             restore_best_weights=es.restore_best_weights))
     if t.lr_schedule.type == "reduce_on_plateau":
         lr = t.lr_schedule
-        callbacks.append(keras.callbacks.ReduceLROnPlateau(
+        stateful.append(ResumableReduceLROnPlateau(
             monitor=lr.monitor, factor=lr.factor, patience=lr.patience, min_lr=lr.min_lr, mode=_mode(lr.monitor)))
-    callbacks += [
-        EpochCheckpoint(path / "checkpoints"),
+    # the history row of an epoch is written before its checkpoint: a run killed in between has one row more than
+    # its checkpoint (dropped on --resume), never one less
+    callbacks += stateful + [
         keras.callbacks.CSVLogger(str(path / "history.csv"), append=True),
         keras.callbacks.TensorBoard(log_dir=str(path / "tensorboard"), write_graph=False),
+        EpochCheckpoint(path / "checkpoints", stateful, record),
     ]
     return callbacks
 
 
-def _run(config: Config, data: PreparedData, tasks: dict[str, Task], path: Path, resume: bool) -> RunResult:
+def _run(config: Config, data: PreparedData, tasks: dict[str, Task], path: Path, record: dict,
+         resume_from: tuple[dict, checkpoints.Checkpoint] | None = None) -> RunResult:
     t = config.training
     keras.utils.set_random_seed(config.seed)
     policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy(t.mixed_precision)
+    kept_epoch = resume_from[1].epoch if resume_from else 0
     try:
         model = build_model(config.model, tasks, data.features, weighting=t.weighting.model_dump())
         steps_per_epoch = math.ceil(len(data.train) / t.batch_size)
         model.compile(optimizer=_optimizer(config, steps_per_epoch), jit_compile=t.jit_compile,
                       steps_per_execution=min(t.steps_per_execution, steps_per_epoch))
         has_val = len(data.val) > 0
-        callbacks = _callbacks(config, tasks, path, has_val)
+        callbacks = _callbacks(config, tasks, path, has_val, record)
         checkpoint = next(c for c in callbacks if isinstance(c, EpochCheckpoint))
-        initial_epoch = 0
-        if resume:
-            state = checkpoint.read_state()
+        early = next((c for c in callbacks if isinstance(c, ResumableEarlyStopping)), None)
+        initial_epoch, stopped = 0, False
+        if resume_from is not None:
+            state, chosen = resume_from
             model.optimizer.build(model.trainable_variables)
-            model.load_weights(checkpoint.weights_path)
-            initial_epoch = int(state["epochs_completed"])
-            _truncate_history(path / "history.csv", initial_epoch)
+            chosen.restore(model)
+            checkpoint.restore(state, chosen)
+            initial_epoch, stopped = chosen.epoch, bool(chosen.entry.get("stopped"))
+            checkpoints.truncate_history(path / "history.csv", initial_epoch)
             log.info("resuming %s after epoch %d of %d", path, initial_epoch, t.epochs)
-        if initial_epoch < t.epochs:
+        if initial_epoch < t.epochs and not stopped:
             model.fit(
                 to_dataset(data.train, t.batch_size, shuffle=True, seed=config.seed,
-                           bucket_by=data.words_column if t.bucket_by_length else None),
+                           bucket_by=data.words_column if t.bucket_by_length else None, first_epoch=initial_epoch),
                 validation_data=to_dataset(data.val, t.batch_size) if has_val else None,
                 epochs=t.epochs, initial_epoch=initial_epoch, callbacks=callbacks, verbose=t.verbose,
-                shuffle=False)  # the dataset reshuffles itself each epoch
+                shuffle=False)  # the dataset draws each epoch's order from (seed, epoch)
+        elif early is not None and early.restored_weights:
+            model.set_weights(early.best_weights)  # what fit's end would have done: killed after the last epoch
+        kept_epoch = checkpoint.epochs_saved
         tmp_model = path / ".model.tmp.keras"
         model.save(tmp_model)
         os.replace(tmp_model, path / "model.keras")
 
         history = pd.read_csv(path / "history.csv")
+        best_epoch = early.best_epoch + 1 if early is not None and early.restored_weights else None
+        if best_epoch is not None:
+            log.info("early stopping: the model holds the weights of epoch %d (%s %.4f), of %d epochs trained",
+                     best_epoch, early.monitor, float(early.best), len(history))
+        metrics: dict[str, Any]
         metrics, predictions = evaluate(model, tasks, {"val": data.val, "test": data.test},
                                         batch_size=t.batch_size if data.words_column else 1024)
         test_predictions = predictions["test"]
         plot_dir = path / "plots"
         plot_dir.mkdir(exist_ok=True)
-        run_plots.learning_curves(history, tasks, plot_dir)
+        run_plots.learning_curves(history, tasks, plot_dir, best_epoch=best_epoch)
         run_plots.loss_weights(history, tasks, plot_dir)
         run_plots.task_plots(tasks, data.test, test_predictions, plot_dir)
         if config.output.export is not None:  # before metrics.json: a run whose export failed is not finished
@@ -218,19 +326,23 @@ def _run(config: Config, data: PreparedData, tasks: dict[str, Task], path: Path,
             exported = export_model(model, config.output.export.base_path, config.output.export.name,
                                     config.output.export.version, source=str(path.resolve()))
             log.info("exported %s", exported)
+        if best_epoch is not None:  # the weights (and so the metrics) are those of best_epoch, not the last one
+            metrics.update(best_epoch=best_epoch, epochs_trained=len(history))
+        if record.get("data_changed"):
+            metrics["data_changed"] = record["data_changed"]
         write_text_atomic(path / "metrics.json", json.dumps(metrics, indent=2, default=float))
     except (Exception, KeyboardInterrupt) as exc:
-        log.error("run failed (%s); no metrics.json written; checkpoints kept in %s", type(exc).__name__,
-                  path / "checkpoints")
+        kept_epoch = max(kept_epoch, checkpoint.epochs_saved if "checkpoint" in locals() else 0)
+        if kept_epoch:
+            log.error("run failed (%s); no metrics.json written; the checkpoint of epoch %d is kept: continue it "
+                      "with mtl train --resume %s", type(exc).__name__, kept_epoch, path)
+        else:
+            log.error("run failed (%s) before its first checkpoint; %s is removed", type(exc).__name__, path)
+        error = checkpoints.disk_error(exc, path, kept_epoch)
+        if error is not None:
+            raise error from None
         raise
     finally:
         keras.config.set_dtype_policy(policy)
     log.info("run finished: %s", path)
     return RunResult(path, metrics, history, model, tasks, data)
-
-
-def _truncate_history(path: Path, epochs_completed: int) -> None:
-    """Drop history rows of epochs that are re-run after a resume (killed after logging, before saving)."""
-    if path.is_file():
-        history = pd.read_csv(path)
-        history[history["epoch"] < epochs_completed].to_csv(path, index=False)

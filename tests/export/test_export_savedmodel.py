@@ -27,7 +27,8 @@ def test_layout_is_what_tf_serving_loads(exported_model: dict) -> None:
     version = exported_model["version_dir"]
     assert version == exported_model["base"] / "1"
     assert (version / "saved_model.pb").is_file() and (version / "variables" / "variables.index").is_file()
-    assert [p.name for p in exported_model["base"].iterdir()] == ["1"]  # no temporary folder left behind
+    # no temporary folder left behind; the lock file of the base stays (TF Serving reads integer folders only)
+    assert sorted(p.name for p in exported_model["base"].iterdir()) == [".export.lock", "1"]
 
 
 def test_saved_model_cli_show_lists_the_named_signature(exported_model: dict) -> None:
@@ -115,7 +116,7 @@ def test_versions_increment_and_existing_versions_are_refused(exported_model: di
         export_run(run, tmp_path, "m", version=5)
     with pytest.raises(MtlError, match="not a finished run"):
         export_run(tmp_path, tmp_path, "m")
-    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["1", "5", "6"]
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [".export.lock", "1", "5", "6"]
 
 
 def test_a_failed_write_leaves_no_version_folder(exported_model: dict, tmp_path: Path,
@@ -128,7 +129,7 @@ def test_a_failed_write_leaves_no_version_folder(exported_model: dict, tmp_path:
     monkeypatch.setattr(tf.saved_model, "save", broken_save)
     with pytest.raises(OSError, match="disk full"):
         export_run(exported_model["run_dir"], tmp_path, "m")
-    assert list((tmp_path / "m").iterdir()) == []
+    assert [p.name for p in (tmp_path / "m").iterdir()] == [".export.lock"]
 
 
 @pytest.mark.slow

@@ -55,19 +55,25 @@ def test_dwa_weights_in_history_follow_the_logged_losses(tmp_path, slice_csv):
     np.testing.assert_allclose(history.loc[2, [f"{t}_weight" for t in tasks]].astype(float), expected, rtol=1e-4)
 
 
-def test_resumed_dwa_run_weights_its_next_epoch_from_the_restored_loss_history(tmp_path, slice_csv):
+def test_resumed_dwa_run_weights_its_next_epoch_from_the_restored_loss_history(tmp_path, slice_csv, monkeypatch):
     """A run stopped after epoch 2 of 3 and resumed: DWA's epoch-3 weights come from the checkpointed losses
     of epochs 1 and 2 (a strategy that lost its state would start over with weights 1 and 1)."""
-    import yaml
+    from mtl.training.callbacks import EpochCheckpoint
 
     raw = tiny_config(path=str(slice_csv), training__weighting={"name": "dwa", "temperature": 1.0},
-                      training__epochs=2)
-    run = mtl.train(config_from_dict(raw), tmp_path / "run").run_dir
-    for finished in ("metrics.json", "model.keras"):  # as if killed after the epoch-2 checkpoint
-        (run / finished).unlink()
-    saved = yaml.safe_load((run / "config.yaml").read_text())
-    saved["training"]["epochs"] = 3
-    (run / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))  # task order kept
+                      training__epochs=3)
+    save = EpochCheckpoint.on_epoch_end
+
+    def stop_after_epoch_2(self, epoch, logs=None):  # as if killed right after the epoch-2 checkpoint
+        save(self, epoch, logs)
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(EpochCheckpoint, "on_epoch_end", stop_after_epoch_2)
+        with pytest.raises(KeyboardInterrupt):
+            mtl.train(config_from_dict(raw), tmp_path / "run")
+    run = tmp_path / "run"
     history = pd.read_csv(mtl.resume(str(run)).run_dir / "history.csv")
     assert history["epoch"].tolist() == [0, 1, 2]
     tasks = ["income", "hours_per_week"]
