@@ -7,8 +7,8 @@ Modelled on keras-hub's ``run_task_test``: a new feature kind or task type is te
 2. fit (``mtl.train`` for the config's epochs, on the rows written as a CSV, TSV, Parquet or JSON Lines file);
 3. reload (``mtl.load_model(run_dir / "model.keras").predict_raw`` on a DataFrame and on a dict of lists);
 4. export (``mtl.export.export_run``) and the Python serving API (``mtl.serving.load(...).predict_frame``);
-5. ``mtl predict`` on CSV, JSON Lines and Parquet files and on each ``--row`` (in process; one real subprocess
-   when asked), on the export and on the run directory;
+5. ``mtl predict`` on CSV, JSON Lines and Parquet files (on a version folder, a run directory and an export
+   base, ``--output``) and ``--row`` (in process; one real subprocess when asked);
 6. the REST server (``mtl.serving.rest.create_app``) in the row (``instances``) and columnar (``inputs``) formats;
 7. the Streamlit app (``app.py`` through ``streamlit.testing.v1.AppTest``) on one row.
 
@@ -249,7 +249,7 @@ def _app_check(version_dir: Path, row: dict, features: dict, types: dict[str, st
 
 
 def run_parity_test(frame: pd.DataFrame, config: dict, work_dir: str | Path, *, train_format: str = "csv",
-                    predict_rows: int = 5, row_calls: int = 2, tolerance: float = 1e-5,
+                    predict_rows: int = 5, row_calls: int = 1, tolerance: float = 1e-5,
                     subprocess_cli: bool = False, app: bool = True) -> ParityResult:
     """Train ``config`` on ``frame`` (real rows, original column names, features and targets), then predict the
     last ``predict_rows`` rows through every path and assert they all agree (``--row`` for the first
@@ -321,19 +321,20 @@ def run_parity_test(frame: pd.DataFrame, config: dict, work_dir: str | Path, *, 
                                        atol=tolerance, err_msg=f"{name} vs the signature: {task!r}")
     _check_table_layout(table, types, outputs, tolerance)
 
-    # 5. mtl predict on files and rows
+    # 5. mtl predict on files and rows: a version folder, a run directory and an export base (with --output)
     tables = {"predict_frame": table}
     for suffix in ("csv", "jsonl", "parquet"):
-        path = write_table(rows, work_dir / f"rows.{suffix}")
-        tables[f"mtl predict --input .{suffix}"] = _predict_cli(
-            ["--model", str(version_dir), "--input", str(path)], tagging, f"mtl predict .{suffix}")
+        write_table(rows, work_dir / f"rows.{suffix}")
+    tables["mtl predict VERSION --input .csv"] = _predict_cli(
+        ["--model", str(version_dir), "--input", str(work_dir / "rows.csv")], tagging, "mtl predict .csv")
     tables["mtl predict RUN_DIR --input .jsonl"] = _predict_cli(
-        ["--model", str(run_dir), "--input", str(work_dir / "rows.jsonl")], tagging, "mtl predict RUN_DIR")
+        ["--model", str(run_dir), "--input", str(work_dir / "rows.jsonl")], tagging, "mtl predict .jsonl")
     out_file = work_dir / "predictions.csv"
-    code, _, err = _cli(["predict", "--model", str(version_dir.parent), "--input", str(work_dir / "rows.csv"),
+    code, _, err = _cli(["predict", "--model", str(version_dir.parent), "--input", str(work_dir / "rows.parquet"),
                          "--output", str(out_file)])
-    assert code == 0, f"mtl predict --output: {err.strip()[-2000:]}"
-    tables["mtl predict --output"] = read_prediction_csv(out_file.read_text(encoding="utf-8"), tagging)
+    assert code == 0, f"mtl predict .parquet --output: exited {code}: {err.strip()[-2000:]}"
+    tables["mtl predict BASE --input .parquet --output"] = read_prediction_csv(out_file.read_text(encoding="utf-8"),
+                                                                               tagging)
     singles = [_predict_cli(["--model", str(version_dir), "--row", json.dumps(record, ensure_ascii=False)],
                             tagging, f"mtl predict --row {i + 1}") for i, record in enumerate(records[:row_calls])]
     tables["mtl predict --row"] = pd.concat(singles, ignore_index=True)
