@@ -1,7 +1,7 @@
 """One test per failure listed at the top of issue 9 (found on real data by a new user), plus the config limits.
 
 Each test uses a small slice of real data and public surfaces only (``mtl.train``, ``mtl.cli.main``, ``mtl predict``,
-the REST app, ``mtl.load_config``). The frozen-backbone dropout failure is tested with the text backbone.
+the REST app, ``mtl.load_config``). The frozen-backbone dropout failure is left to the text backbone's tests.
 """
 
 from __future__ import annotations
