@@ -93,8 +93,8 @@ def test_zip_codes_keep_their_leading_zero(coded: dict) -> None:
     """Training read ``01009`` as the number 1009 while ``mtl predict`` read the string: every code fell out of the
     vocabulary without a word."""
     rows = _features(coded["rows"]).assign(capital_gain=0, year=2000)
-    rows.to_csv(coded["root"] / "zips.csv", index=False)
-    table, err = _predict(coded["version"], "--input", str(coded["root"] / "zips.csv"))
+    rows.to_csv(coded["root"] / "codes.csv", index=False)
+    table, err = _predict(coded["version"], "--input", str(coded["root"] / "codes.csv"))
     assert _oov_lines(err, "zip") == [], err
     unseen, _ = _predict(coded["version"], "--input", _write(coded["root"] / "unseen.csv", rows.assign(zip=UNSEEN)))
     assert not np.allclose(table["income"], unseen["income"], atol=1e-6), "the zip codes read as out of vocabulary"
@@ -114,11 +114,12 @@ def test_integral_float_codes_from_a_column_with_gaps(coded: dict) -> None:
     training, in ``mtl predict`` and in a JSON body with the integer 2003."""
     rows = _features(coded["rows"]).dropna(subset=["year"]).head(10).reset_index(drop=True)
     rows = rows.assign(capital_gain=pd.to_numeric(rows["capital_gain"], errors="coerce"))
-    path = _write(coded["root"] / "years.csv", rows)
+    path = _write(coded["root"] / "gaps.csv", rows)
     assert ".0," in Path(path).read_text()
     table, err = _predict(coded["version"], "--input", path)
     assert _oov_lines(err, "year") == [], err
-    unseen, _ = _predict(coded["version"], "--input", _write(coded["root"] / "y_unseen.csv", rows.assign(year=UNSEEN)))
+    unseen, _ = _predict(coded["version"], "--input",
+                         _write(coded["root"] / "gaps_unseen.csv", rows.assign(year=UNSEEN)))
     assert not np.allclose(table["income"], unseen["income"], atol=1e-6), "the year codes read as out of vocabulary"
     records = json.loads(rows.assign(year=rows["year"].astype(int)).to_json(orient="records"))
     with TestClient(create_app(coded["version"].parent, watch=False)) as client:
