@@ -45,7 +45,8 @@ def _oov_lines(stderr: str, column: str) -> list[str]:
 
 def _tiny(path: Path, features: dict, **extra: object) -> dict:
     raw = {"seed": 4, "data": {"path": str(path), "features": features},
-           "tasks": {"income": {"type": "binary", "column": "income", "positive": ">50K"}},
+           "tasks": {"income": {"type": "binary", "column": "income", "positive": ">50K"},
+                     "hours_per_week": {"type": "regression", "column": "hours_per_week"}},
            "model": {"trunk": {"units": [16]}, "head": {"units": []}},
            "training": {"epochs": 2, "batch_size": 64, "verbose": 0}}
     for key, value in extra.items():

@@ -44,16 +44,16 @@ def _config(features: dict, tasks: dict, **data: object) -> dict:
 
 @pytest.fixture(scope="module")
 def adult(adult_slice: pd.DataFrame) -> pd.DataFrame:
-    """400 real Adult rows."""
-    return adult_slice.head(400).reset_index(drop=True)
+    """300 real Adult rows."""
+    return adult_slice.head(300).reset_index(drop=True)
 
 
 @pytest.fixture(scope="module")
 def atis(atis_frame: pd.DataFrame) -> pd.DataFrame:
-    """300 real ATIS utterances of the four common intents, with two targets derived from each row (is it a
+    """200 real ATIS utterances of the four common intents, with two targets derived from each row (is it a
     flight question; how many words carry a slot) and tabular columns derived from its words."""
     common = atis_frame["intent"].isin(["atis_flight", "atis_airfare", "atis_ground_service", "atis_airline"])
-    frame = atis_frame[common].head(300).reset_index(drop=True).drop(columns=["split"])
+    frame = atis_frame[common].head(200).reset_index(drop=True).drop(columns=["split"])
     words = frame["text"].str.split()
     return frame.assign(**{
         "is_flight": np.where(frame["intent"] == "atis_flight", "yes", "no"),

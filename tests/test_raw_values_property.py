@@ -299,7 +299,8 @@ def test_any_column_names_train_export_predict_and_serve(adult_slice: pd.DataFra
                                                           strict=True)))
     raw = {"seed": 0, "data": {"path": str(write_table(frame, root / "train.csv")),
                                "features": {"numeric": names[:2], "categorical": names[2:]}},
-           "tasks": {"income": {"type": "binary", "column": "income", "positive": ">50K"}},
+           "tasks": {"income": {"type": "binary", "column": "income", "positive": ">50K"},
+                     "hours_per_week": {"type": "regression", "column": "hours_per_week"}},
            "model": {"trunk": {"units": [4]}, "head": {"units": []}},
            "training": {"epochs": 1, "batch_size": 64, "verbose": 0}}
     result = mtl.train(config_from_dict(raw), str(root / "run"))
