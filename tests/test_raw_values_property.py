@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, Phase, assume, given, settings
 from hypothesis import strategies as st
 
 from mtl.serving.rest import create_app
@@ -279,7 +279,7 @@ def test_a_number_and_its_text_are_one_category(model: dict, value: int | float,
     _assert_same(outcomes)
 
 
-@settings(max_examples=3, **SETTINGS)
+@settings(max_examples=3, phases=[Phase.explicit, Phase.generate], **SETTINGS)  # no shrinking: each case trains
 @given(drawn=st.lists(st.text(st.characters(exclude_categories=("Cs", "Cc")), min_size=1, max_size=16),
                       min_size=3, max_size=3))
 def test_any_column_names_train_export_predict_and_serve(adult_slice: pd.DataFrame,
