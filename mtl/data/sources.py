@@ -57,7 +57,7 @@ def _read_json(path: Path, lines: bool = False) -> pd.DataFrame:
     text = path.read_text(encoding="utf-8")
     if lines:
         records = []
-        for number, line in enumerate(text.splitlines(), 1):
+        for number, line in enumerate(text.split("\n"), 1):  # not splitlines: U+2028 may sit inside a string
             if line.strip():
                 try:
                     records.append(json.loads(line))
