@@ -75,8 +75,17 @@ def reference_normalize(text: Any, lowercase: bool = True, strip_accents: bool =
     """Strings as Hugging Face's ``BertNormalizer`` leaves them (clean-up, accents, ``str.lower``), in the graph.
 
     Lowercasing is ``tf.strings.lower``, which equals Python's ``str.lower``; the reference lowercases one
-    character at a time, so a final capital sigma becomes ``σ``, never ``ς``.
+    character at a time, so a final capital sigma becomes ``σ``, never ``ς``. Strings of printable ASCII (most
+    words) only need lowercasing, so the Unicode steps run on the others alone.
     """
+    flat = tf.reshape(text, [-1])
+    unicode = tf.where(~tf.strings.regex_full_match(flat, r"[\t\n\r -~]*"))
+    plain = tf.strings.lower(flat) if lowercase else flat
+    normalized = _normalize_unicode(tf.gather_nd(flat, unicode), lowercase, strip_accents)
+    return tf.reshape(_unknown_long_words(tf.tensor_scatter_nd_update(plain, unicode, normalized)), tf.shape(text))
+
+
+def _normalize_unicode(text: Any, lowercase: bool, strip_accents: bool) -> Any:
     text = tf.strings.regex_replace(text, _LETTERS_TO_REFERENCE, _UNKNOWN_CHAR)
     text = tf.strings.regex_replace(text, _PUNCTUATION_TO_REFERENCE, f" {_UNKNOWN_CHAR} ")
     text = tf.strings.regex_replace(text, _DELETED, "")
@@ -87,23 +96,23 @@ def reference_normalize(text: Any, lowercase: bool = True, strip_accents: bool =
         text = tf.strings.regex_replace(tf_text.normalize_utf8(text, "NFD"), _ACCENTS, "")
     if lowercase:
         text = tf.strings.lower(tf.strings.regex_replace(text, "Σ", "σ"), encoding="utf-8")
-    return _unknown_long_words(text)
+    return text
 
 
 def _unknown_long_words(text: Any) -> Any:
     """Words of more than ``_MAX_WORD_CHARS`` characters become ``_UNKNOWN_CHAR`` (read as ``[UNK]``).
 
     Only strings longer than that are split into words here (keras-hub splits them again, to the same words).
+    ``text`` is a vector.
     """
     import tensorflow_text as tf_text
 
-    flat = tf.reshape(text, [-1])
-    long = tf.where(tf.strings.length(flat, unit="UTF8_CHAR") > _MAX_WORD_CHARS)
-    words = tf_text.regex_split(tf.gather_nd(flat, long), _DELIMITERS, _KEPT_DELIMITERS)
+    long = tf.where(tf.strings.length(text, unit="UTF8_CHAR") > _MAX_WORD_CHARS)
+    words = tf_text.regex_split(tf.gather_nd(text, long), _DELIMITERS, _KEPT_DELIMITERS)
     words = tf.ragged.map_flat_values(
         lambda w: tf.where(tf.strings.length(w, unit="UTF8_CHAR") > _MAX_WORD_CHARS, _UNKNOWN_CHAR, w), words)
     shortened = tf.strings.reduce_join(words, axis=-1, separator=" ")
-    return tf.reshape(tf.tensor_scatter_nd_update(flat, long, shortened), tf.shape(text))
+    return tf.tensor_scatter_nd_update(text, long, shortened)
 
 
 @keras.saving.register_keras_serializable("mtl")
