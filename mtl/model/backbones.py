@@ -11,8 +11,8 @@ of the reference tokenizer the weights were trained with (keras-hub's own conver
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import keras
@@ -123,6 +123,8 @@ class ReferenceBertTokenizer(keras_hub.models.BertTokenizer):
     lowercasing (ICU case folding) and accent stripping are off. It always runs as TensorFlow ops, eagerly too.
     """
 
+    backbone_cls = None  # keras-hub's ``Tokenizer.from_preset`` would otherwise pick this class for BERT presets
+
     def __init__(self, vocabulary: Any = None, lowercase: bool = True, strip_accents: bool = True,
                  **kwargs: Any) -> None:
         kwargs.update(lowercase=False, strip_accents=False, _allow_python_workflow=False)
@@ -158,7 +160,8 @@ def reference_tokenizer(tokenizer: Any) -> Any:
     Accents are stripped whenever the text is lowercased, as in Hugging Face's ``BertNormalizer`` (keras-hub's
     conversion drops that).
     """
-    if not isinstance(tokenizer, keras_hub.tokenizers.WordPieceTokenizer):
+    if isinstance(tokenizer, ReferenceBertTokenizer) or not isinstance(tokenizer,
+                                                                      keras_hub.tokenizers.WordPieceTokenizer):
         return tokenizer
     lowercase = bool(tokenizer.lowercase)
     return ReferenceBertTokenizer(vocabulary=tokenizer.get_vocabulary(), lowercase=lowercase,
@@ -225,26 +228,81 @@ def _built(arch: Any) -> tuple[Any, Any]:
 
 
 def transformer_layers(backbone: Any) -> list[Any]:
-    """The backbone's transformer blocks, first to last."""
-    return [layer for layer in backbone.layers if layer.name.startswith("transformer_layer_")]
+    """The backbone's transformer blocks, first to last (keras-hub's ``transformer_layers`` attribute)."""
+    blocks = getattr(backbone, "transformer_layers", None)
+    if not isinstance(blocks, list | tuple) or not blocks:
+        raise MtlError(f"last_n_layers needs a backbone with transformer_layers; {type(backbone).__name__} has none",
+                       where="model.backbone.trainable")
+    return list(blocks)
 
 
 def set_trainable(backbone: Any, setting: Any) -> None:
-    """``true``: all of it trains; ``false``: none; ``{last_n_layers: k}``: only the last k transformer blocks."""
-    if isinstance(setting, bool):
-        backbone.trainable = setting
+    """``true``: all of it trains; ``false``: none; ``{last_n_layers: k}``: only the last k transformer blocks.
+
+    Layers that do not feed ``sequence_output`` (BERT's pooler: mtl pools the sequence itself) never train.
+    """
+    last_n = setting.get("last_n_layers") if isinstance(setting, Mapping) else getattr(setting, "last_n_layers", None)
+    if last_n is None:
+        backbone.trainable = bool(setting)  # Keras sets every layer inside to the same
     else:
-        _train_last_layers(backbone, setting.last_n_layers)
-    for layer in backbone.layers:
-        if layer.name == "pooled_dense":  # BERT's pooler: mtl pools the sequence itself, so it never trains
+        blocks = transformer_layers(backbone)
+        if last_n > len(blocks):
+            raise MtlError(f"last_n_layers {last_n} exceeds the backbone's {len(blocks)} transformer layers",
+                           where="model.backbone.trainable")
+        backbone.trainable = True
+        for layer in backbone.layers:
             layer.trainable = False
+        for block in blocks[len(blocks) - last_n:]:
+            block.trainable = True
+    for layer in unused_layers(backbone):
+        layer.trainable = False
 
 
-def _train_last_layers(backbone: Any, k: int) -> None:
+def sequence_model(backbone: Any) -> Any:
+    """The part of a functional keras-hub backbone that computes ``sequence_output``; None for other backbones."""
+    outputs = getattr(backbone, "output", None) if isinstance(backbone, keras.Model) else None
+    if not isinstance(outputs, dict) or "sequence_output" not in outputs:
+        return None
+    return keras.Model(backbone.input, outputs["sequence_output"])
+
+
+def unused_layers(backbone: Any) -> list[Any]:
+    """Layers of the backbone that do not feed ``sequence_output`` (BERT's ``pooled_dense``)."""
+    used = sequence_model(backbone)
+    if used is None:
+        return []
+    kept = {id(layer) for layer in used.layers}
+    return [layer for layer in backbone.layers if id(layer) not in kept]
+
+
+def trained_last_layers(backbone: Any) -> int | None:
+    """k when exactly the last k transformer blocks of the sequence path train (``{last_n_layers: k}``), else None."""
+    blocks = getattr(backbone, "transformer_layers", None)
+    used = sequence_model(backbone)
+    if not backbone.trainable or not blocks or used is None:
+        return None
+    block_ids = {id(block) for block in blocks}
+    if any(layer.trainable and layer.weights for layer in used.layers if id(layer) not in block_ids):
+        return None
+    flags = [block.trainable for block in blocks]
+    first = flags.index(True) if True in flags else len(flags)
+    return len(flags) - first if all(flags[first:]) else None
+
+
+def split_at_block(backbone: Any, index: int) -> tuple[Any, Any]:
+    """``(lower, upper)``: the sequence path up to transformer block ``index`` and from it on.
+
+    ``lower`` takes the backbone's inputs and returns the hidden states block ``index`` reads; ``upper`` takes
+    ``[hidden states, *backbone inputs]`` and returns ``sequence_output``.
+    """
     blocks = transformer_layers(backbone)
-    if k > len(blocks):
-        raise MtlError(f"last_n_layers {k} exceeds the backbone's {len(blocks)} transformer layers",
+    boundary = blocks[index - 1].output if index else blocks[0].input
+    if isinstance(boundary, list | tuple):
+        boundary = boundary[0]  # a block is called as block(hidden_states, padding_mask=...)
+    if not isinstance(boundary, keras.KerasTensor) or not isinstance(backbone.input, dict):
+        raise MtlError(f"{type(backbone).__name__}: cannot split the backbone at transformer layer {index}",
                        where="model.backbone.trainable")
-    training = set(id(layer) for layer in blocks[len(blocks) - k:]) if k else set()
-    for layer in backbone.layers:
-        layer.trainable = id(layer) in training
+    lower = keras.Model(backbone.input, boundary)
+    inputs = [backbone.input[name] for name in backbone.input]
+    upper = keras.Model([boundary, *inputs], backbone.output["sequence_output"])
+    return lower, upper
