@@ -106,6 +106,12 @@ class TextEncoder(keras.layers.Layer):
             "total_pieces": tf.reduce_sum(doc_lengths),
         }
 
+    def token_ids(self, text: Any) -> Any:
+        """Each window's token ids, ``[CLS] ... [SEP]`` (ragged ``[windows, tokens]``): what the backbone reads."""
+        words, pieces = self._pieces(text)
+        windows = self._windows(words, pieces)
+        return tf.RaggedTensor.from_tensor(windows["token_ids"], lengths=tf.reduce_sum(windows["padding_mask"], 1))
+
     # ------------------------------------------------------------------ forward
     def call(self, text: Any, training: bool = False) -> tuple[Any, Any, Any]:
         words, pieces = self._pieces(text)
