@@ -12,6 +12,11 @@ padded to ``max_length``.
 - ``words`` [batch, words, hidden]: each word's first word piece (averaged over the windows that hold it),
   so a tagging head labels words, never pieces. ``word_mask`` is 0 for padding and for words that no window
   reached.
+
+Frozen layers run in inference mode (no dropout) while the rest of the model trains: a frozen backbone
+(``trainable: false``) is called with ``training=False``; with only the last k transformer blocks training
+(``{last_n_layers: k}``), the blocks below them and the embeddings run as a frozen part of their own. The
+backbone's pooler is never run (mtl pools the sequence itself).
 """
 
 from __future__ import annotations
@@ -27,14 +32,20 @@ class TextEncoder(keras.layers.Layer):
     """A keras-hub backbone and its tokenizer behind one raw-string input."""
 
     def __init__(self, backbone: Any, tokenizer: Any, max_length: int = 256, stride: int | None = None,
-                 pooling: str = "mean", trim: bool = True, **kwargs: Any) -> None:
+                 pooling: str = "mean", trim: bool = True, last_n_layers: int | None = None, **kwargs: Any) -> None:
+        """``last_n_layers``: only the last n transformer blocks train (a saved model's backbone does not keep
+        per-layer flags, so they are set again from it); None reads it off the backbone (``set_trainable``)."""
         super().__init__(**kwargs)
-        if isinstance(backbone, dict) or isinstance(tokenizer, dict):
-            import keras_hub  # noqa: F401  registers the backbone and tokenizer classes for deserialisation
+        from mtl.model import backbones  # registers keras-hub's classes and mtl's tokenizer for deserialisation
+
         if isinstance(backbone, dict):
             backbone = keras.saving.deserialize_keras_object(backbone)
         if isinstance(tokenizer, dict):
             tokenizer = keras.saving.deserialize_keras_object(tokenizer)
+        if last_n_layers is not None:
+            backbones.set_trainable(backbone, {"last_n_layers": last_n_layers})
+        for layer in backbones.unused_layers(backbone):
+            layer.trainable = False
         self.backbone = backbone
         self.tokenizer = tokenizer
         self.max_length = int(max_length)
@@ -46,6 +57,9 @@ class TextEncoder(keras.layers.Layer):
         # keras-hub tokenizers run in Python (and return lists) when called eagerly; inside a tf.function they
         # run as TF Text ops and return ragged tensors, which is what the graph needs.
         self._tokenize = tf.function(tokenizer.tokenize, autograph=False)
+        # Views of the backbone's graph (same layers and weights), built when first called; set without Keras'
+        # attribute tracking so that the weights are saved once, under ``backbone``.
+        object.__setattr__(self, "_backbone_views", {})
 
     def build(self, input_shape: Any = None) -> None:
         self.built = True  # the backbone comes built (from a preset or its config)
@@ -92,6 +106,12 @@ class TextEncoder(keras.layers.Layer):
             "total_pieces": tf.reduce_sum(doc_lengths),
         }
 
+    def token_ids(self, text: Any) -> Any:
+        """Each window's token ids, ``[CLS] ... [SEP]`` (ragged ``[windows, tokens]``): what the backbone reads."""
+        words, pieces = self._pieces(text)
+        windows = self._windows(words, pieces)
+        return tf.RaggedTensor.from_tensor(windows["token_ids"], lengths=tf.reduce_sum(windows["padding_mask"], 1))
+
     # ------------------------------------------------------------------ forward
     def call(self, text: Any, training: bool = False) -> tuple[Any, Any, Any]:
         words, pieces = self._pieces(text)
@@ -99,9 +119,7 @@ class TextEncoder(keras.layers.Layer):
         inputs = {"token_ids": w["token_ids"], "padding_mask": w["padding_mask"]}
         if "segment_ids" in self._backbone_inputs:
             inputs["segment_ids"] = tf.zeros_like(w["token_ids"])
-        out = self.backbone(inputs, training=training)
-        sequence = out["sequence_output"] if isinstance(out, dict) else out
-        sequence = tf.cast(sequence, "float32")
+        sequence = tf.cast(self._sequence_output(inputs, training), "float32")
         mask = tf.cast(w["padding_mask"], "float32")[:, :, None]
         if self.pooling == "cls":
             window_vectors = sequence[:, 0]
@@ -126,6 +144,27 @@ class TextEncoder(keras.layers.Layer):
         word_mask = tf.RaggedTensor.from_row_splits(tf.cast(valid, "float32"), words.row_splits).to_tensor(0.0)
         return pooled, word_states, word_mask
 
+    def _sequence_output(self, inputs: dict[str, Any], training: bool) -> Any:
+        """The backbone's ``sequence_output``, its frozen part in inference mode."""
+        from mtl.model import backbones
+
+        views = self._backbone_views
+        if "sequence" not in views:
+            views["sequence"] = backbones.sequence_model(self.backbone)
+        if views["sequence"] is None:  # not a functional keras-hub backbone: called whole
+            out = self.backbone(inputs, training=bool(training) and self.backbone.trainable)
+            return out["sequence_output"] if isinstance(out, dict) else out
+        trained = backbones.trained_last_layers(self.backbone)
+        if not training or not self.backbone.trainable or trained == 0:
+            return views["sequence"](inputs, training=False)
+        if trained is None:
+            return views["sequence"](inputs, training=True)
+        index = len(self.backbone.transformer_layers) - trained
+        if index not in views:
+            views[index] = backbones.split_at_block(self.backbone, index)
+        lower, upper = views[index]
+        return upper([lower(inputs, training=False), *(inputs[name] for name in self.backbone.input)], training=True)
+
     def compute_output_spec(self, text: Any, training: bool = False) -> tuple[Any, Any, Any]:
         return (
             keras.KerasTensor((None, self.hidden_dim), dtype="float32"),
@@ -134,6 +173,8 @@ class TextEncoder(keras.layers.Layer):
         )
 
     def get_config(self) -> dict:
+        from mtl.model.backbones import trained_last_layers
+
         return {
             **super().get_config(),
             "backbone": keras.saving.serialize_keras_object(self.backbone),
@@ -142,4 +183,5 @@ class TextEncoder(keras.layers.Layer):
             "stride": self.stride,
             "pooling": self.pooling,
             "trim": self.trim,
+            "last_n_layers": trained_last_layers(self.backbone),
         }
