@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 RUN_DIR ?= runs/default-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: install train test lint eda clean
+.PHONY: install train test test-fast lint eda clean
 
 $(STAMP): requirements.txt requirements-data.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,9 @@ eda: $(STAMP)
 
 test: $(STAMP)  ## the whole suite, slow real-data tests included
 	$(PY) -m pytest -q -ra
+
+test-fast: $(STAMP)  ## the edit loop: every test but the slow real-data and real-weights ones
+	$(PY) -m pytest -q -ra -m "not slow" -x
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

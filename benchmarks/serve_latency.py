@@ -50,7 +50,7 @@ def _export_small_model(tmp: Path) -> Path:
 
 def _rows(model, n: int) -> list[dict]:  # noqa: ANN001
     """``n`` plausible raw rows: numeric 20..69, categorical values cycled through the training vocabulary."""
-    vocab = model.metadata["features"]["categorical"]
+    vocab = {f.input_name: f.vocabulary_ for f in model.features.values() if hasattr(f, "vocabulary_")}
     return [{name: float(20 + i % 50) if kind == "float" else vocab[name][i % len(vocab[name])]
              for name, kind in model.inputs.items()} for i in range(n)]
 

@@ -42,6 +42,7 @@ def metadata_of(model: Any) -> dict:
     name, kind and fitted state) and tasks (each task type's ``export_metadata``), read by attribute."""
     return {
         "features": [feature.get_config() for feature in model.features.values()],
+        "input_names": {feature.column: feature.input_name for feature in model.features.values()},
         "tasks": {name: task.export_metadata() for name, task in model.tasks.items()},
     }
 
@@ -63,8 +64,7 @@ def _serving_module(model: Any) -> Any:
 
     @tf.function(input_signature=[specs], autograph=False)
     def serve(inputs: dict) -> dict:
-        outputs = decode_hierarchy(model.tasks, model({f.column: inputs[f.input_name] for f in features},
-                                                      training=False))
+        outputs = decode_hierarchy(model.tasks, model(inputs, training=False))
         word_counts = words.word_counts(inputs[words.input_name]) if words is not None else None
         result = {}
         for name, task in model.tasks.items():

@@ -95,8 +95,8 @@ class VectorFeature(Feature):
 
     def app_input(self, container: Any) -> Any:
         default = json.dumps([round(m, 6) for m in self.mean_])
-        return container.text_input(f"{self.column} (JSON list of {self.width_} numbers)", value=default,
-                                    key=f"in_{self.column}")
+        return container.text_input(self.column, value=default, key=f"in_{self.column}",
+                                    help=f"a JSON list of {self.width_} numbers")
 
     @classmethod
     def eda_section(cls, frame: Any, columns: list[str], plots: Path) -> list[str]:

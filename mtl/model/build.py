@@ -23,20 +23,23 @@ def build_model(model_config: Any, tasks: dict[str, Task], features: dict[str, F
     """A ``MultiTaskModel`` over ``features`` (fitted on the training split, keyed by column; see
     ``PreparedData.features``) with one head per fitted task.
 
-    Each column gets a ``keras.Input`` named after the column itself; internal layer names derive from the
-    feature's ``input_name`` (a valid name for any column). Row-level tasks read the trunk, which reads every
+    Each column gets a ``keras.Input`` named (and keyed) by the feature's ``input_name``, the column name where it
+    is a valid name (see ``mtl.features.input_names``); the model also takes dicts keyed by column name.
+    Row-level tasks read the trunk, which reads every
     kind's row-level part (the pooled text vector beside numeric, categorical and vector encodings); word-level
     tasks read the per-word states of the kind that provides them. A task with a ``parent`` also reads its
     parent's output. ``weighting`` is ``{"name": ..., **params}`` (``training.weighting``; default fixed);
     GradNorm is given the trunk's declared last shared layers."""
-    inputs = {column: keras.Input(shape=f.input_shape(), name=column, dtype=f.dtype) for column, f in features.items()}
+    inputs = {f.input_name: keras.Input(shape=f.input_shape(), name=f.input_name, dtype=f.dtype)
+              for f in features.values()}
+    by_column = {column: inputs[f.input_name] for column, f in features.items()}
     row_parts: list[Any] = []
     words = None
     groups: dict[type[Feature], list[Feature]] = {}
     for feature in features.values():
         groups.setdefault(type(feature), []).append(feature)
     for kind, members in groups.items():
-        encoded = kind.build_group(members, inputs, model_config)
+        encoded = kind.build_group(members, by_column, model_config)
         row_parts += encoded.row
         words = encoded.words if encoded.words is not None else words
     encoded = row_parts[0] if len(row_parts) == 1 else keras.layers.Concatenate(name="features")(row_parts)

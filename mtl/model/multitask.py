@@ -61,6 +61,7 @@ class MultiTaskModel(keras.Model):
         self.weighting_config = dict(weighting or {"name": "fixed"})
         self.tasks: dict[str, Task] = {c["name"]: task_from_config(c) for c in self.task_configs}
         self.features: dict[str, Feature] = {c["column"]: feature_from_config(c) for c in self.feature_configs}
+        self._input_names = {f.column: f.input_name for f in self.features.values() if f.column != f.input_name}
         missing = set(self.tasks) - set(self.output)
         if missing:
             raise ValueError(f"tasks {sorted(missing)} have no output of the same name")
@@ -71,6 +72,13 @@ class MultiTaskModel(keras.Model):
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.task_loss_trackers = {name: keras.metrics.Mean(name=f"{name}_loss") for name in self.tasks}
         self.task_metrics = {name: task.make_metrics() for name, task in self.tasks.items()}
+
+    def __call__(self, inputs: Any, *args: Any, **kwargs: Any) -> Any:
+        """A dict of inputs may be keyed by column name (the data stage, ``predict_raw``) or by the signature input
+        name the graph's ``keras.Input`` carries (Keras layer names cannot hold every column name, e.g. a ``/``)."""
+        if isinstance(inputs, dict) and self._input_names:
+            inputs = {self._input_names.get(key, key): value for key, value in inputs.items()}
+        return super().__call__(inputs, *args, **kwargs)
 
     # ------------------------------------------------------------------ losses
     def compute_task_losses(self, y: dict, y_pred: dict, sample_weight: dict | None) -> dict[str, tuple]:

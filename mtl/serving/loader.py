@@ -114,10 +114,14 @@ class LoadedModel:
         ``{signature input name: array}``; the first bad value is an ``MtlError`` naming column and row.
         ``unseen``, when given, receives per column the number of values not seen in training."""
         self.check_columns(list(columns), where)
+        given = {self._feature_of(name).column: values for name, values in columns.items()}
         out, length = {}, None
-        for name, values in columns.items():
-            feature = self._feature_of(name)
-            parsed = feature.parse(_cells(values), where=where, first_row=first_row)
+        for feature in self.features.values():  # in the model's order: every path reports the same first bad cell
+            cells = _cells(given[feature.column])
+            if not feature.input_shape() and not isinstance(cells, np.ndarray):  # a scalar per row may come as a
+                # one-element list (shape [1], as TF Serving's REST API allows)
+                cells = [c[0] if isinstance(c, list | tuple | np.ndarray) and len(c) == 1 else c for c in cells]
+            parsed = feature.parse(cells, where=where, first_row=first_row)
             if length is not None and len(parsed) != length:
                 raise MtlError(f"column {feature.column!r} has {len(parsed)} values, others have {length}",
                                where=where)

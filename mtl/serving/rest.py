@@ -38,7 +38,7 @@ HTTP_STATUS = {"INVALID_ARGUMENT": 400, "FAILED_PRECONDITION": 400, "OUT_OF_RANG
                "UNAVAILABLE": 503, "DEADLINE_EXCEEDED": 504, "INTERNAL": 500, "UNKNOWN": 500}
 DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
 DEFAULT_MAX_HEADER_BYTES = 16 * 1024
-MAX_INTEGER_DIGITS = 20  # a JSON integer longer than this is no feature value (and ``float()`` may overflow)
+MAX_INTEGER_DIGITS = 4300  # Python's own limit for int(); a longer JSON integer is a malformed body
 
 
 class BadRequest(Exception):
@@ -59,15 +59,15 @@ def _stdlib_int(text: str) -> int:
 def loads(raw: bytes) -> Any:
     """Parse a JSON body; a client's malformed JSON is a ``BadRequest``, never a server error.
 
-    orjson is the fast path; only a body it refuses for a ``NaN``/``Infinity`` token (TF Serving accepts them) goes
-    through the standard library, with the same limits: integers of at most 20 digits, nesting within the
-    recursion limit, no lone surrogates."""
+    orjson is the fast path. A body it refuses goes through the standard library, which also reads what JSON
+    allows and orjson does not hold as a double: ``NaN``/``Infinity`` tokens (TF Serving accepts them) and numbers
+    beyond a double (``1e999``, a 400-digit integer), so that such a value reaches the raw-value rule and gets the
+    same error, naming its column and row, as on every other path. Limits: integers of at most
+    ``MAX_INTEGER_DIGITS`` digits, nesting within the recursion limit, no lone surrogates."""
     try:
         return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        first = exc
-    if not re.search(rb"NaN|Infinity", raw):
-        raise BadRequest(f"JSON Parse error: {first}")
+    except orjson.JSONDecodeError:
+        pass
     try:
         body = json.loads(raw, parse_int=_stdlib_int)
         json.dumps(body, ensure_ascii=False, allow_nan=True).encode("utf-8")  # lone surrogates fail here

@@ -54,7 +54,7 @@ def test_length_buckets_cover_every_row_once_and_report_their_count(atis_frame):
 def test_export_takes_raw_strings_and_returns_word_tags(joint_run):
     model = load(joint_run["export"])
     assert model.inputs == {"text": "string"}
-    assert model.metadata["features"]["text"] == ["text"]
+    assert [(f["kind"], f["column"]) for f in model.metadata["features"]] == [("text", "text")]
     out = model.predict({"text": ["show me flights from boston to denver", "hi"]})
     assert out["slots"].shape[:2] == (2, 7) and out["slots_tags"].shape == (2, 7)
     one_word = [t.decode() for t in out["slots_tags"][1]]  # "hi": one tag, then padding
