@@ -8,12 +8,14 @@ than ``max_enqueued_batches`` full batches waiting, a request is refused with ``
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import threading
 import time
 from collections import deque
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -70,6 +72,9 @@ def read_batching_parameters(path: str | Path | None) -> BatchingParameters:
     return BatchingParameters(**values)
 
 
+log = logging.getLogger("mtl.serve")
+
+
 @dataclass
 class _Task:
     model: LoadedModel
@@ -104,7 +109,13 @@ class Batcher:
             self._queue.append(task)
             self._queued_rows += rows
             self._ready.notify()
-        return task.future.result()
+        while True:  # never wait on a worker that is gone: run the request alone instead
+            try:
+                return task.future.result(timeout=1.0)
+            except FutureTimeout:
+                if not any(thread.is_alive() for thread in self._threads) and not task.future.done():
+                    log.error("batching: no batch thread is alive; running the request alone")
+                    return call_signature(model, tensors)
 
     def stop(self) -> None:
         with self._ready:
@@ -141,7 +152,11 @@ class Batcher:
 
     def _work(self) -> None:
         while True:
-            batch = self._take_batch()
+            try:
+                batch = self._take_batch()
+            except Exception:  # the worker must outlive any surprise, or requests would wait forever
+                log.exception("batching: taking a batch failed")
+                continue
             if batch is None:
                 return
             try:
