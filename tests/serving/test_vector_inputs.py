@@ -12,7 +12,6 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from mtl.serving._grpc import start_grpc_server
 from mtl.serving._versions import ModelRegistry, ModelVersions
-from mtl.serving.loader import LoadedModel
 from mtl.serving.rest import create_app
 
 
@@ -31,13 +30,6 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> ModelRegistry:
     return registry
 
 
-@pytest.fixture(autouse=True)
-def whole_values(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The serving layer's part only: values reach ``to_tensors`` as sent (the conversion rule is the loader's)."""
-    monkeypatch.setattr(LoadedModel, "to_tensors",
-                        lambda self, columns, where: {k: np.asarray(v, np.float32) for k, v in columns.items()})
-
-
 def test_rest_rows_and_columns_of_vectors(registry: ModelRegistry) -> None:
     with TestClient(create_app(registry=registry)) as client:
         rows = client.post("/v1/models/sum:predict", json={"instances": [{"v": [1, 2, 3]}, {"v": [4, 5, 6]}]})
@@ -49,7 +41,7 @@ def test_rest_rows_and_columns_of_vectors(registry: ModelRegistry) -> None:
         assert unnamed.json() == {"predictions": [1.0]}
         wrong = client.post("/v1/models/sum:predict", json={"instances": [{"v": [1, 2]}]})
         assert wrong.status_code == 400
-        assert wrong.json()["error"] == "instances: input 'v' has shape [1, 2]; the signature takes [-1, 3]"
+        assert wrong.json()["error"] == "instances: column 'v', row 1: a list of 2 numbers; this feature takes 3"
 
 
 def test_grpc_matrix_tensor(registry: ModelRegistry) -> None:
@@ -65,7 +57,8 @@ def test_grpc_matrix_tensor(registry: ModelRegistry) -> None:
             request.inputs["v"].CopyFrom(tf.make_tensor_proto(np.ones(3, np.float32)))
             with pytest.raises(grpc.RpcError) as info:
                 stub.Predict(request, timeout=30)
-            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "[-1, 3]" in info.value.details()
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "column 'v', row 1: " in info.value.details() and "is not a list of numbers" in info.value.details()
     finally:
         server.stop(grace=None)
 
