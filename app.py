@@ -16,8 +16,7 @@ from pathlib import Path
 import streamlit as st
 
 from mtl.errors import MtlError
-from mtl.serving import load
-from mtl.serving.loader import resolve_version, versions
+from mtl.serving import load, resolve_version, versions
 
 
 @st.cache_resource(show_spinner="loading the model")

@@ -136,7 +136,7 @@ def embed_reviews(texts: list[str], cache: Path, max_length: int) -> np.ndarray:
     path = cache / f"minilm_l6_len{max_length}_n{len(texts)}_{digest}.npy"
     if path.is_file():
         return np.load(path)
-    from mtl.model.embed import SentenceEmbedder
+    from mtl.model import SentenceEmbedder
 
     vectors = SentenceEmbedder.load(max_length=max_length, batch_size=64).embed(texts)
     cache.mkdir(parents=True, exist_ok=True)
@@ -236,11 +236,9 @@ def train_frozen(raw: dict, table: pd.DataFrame, vectors: np.ndarray) -> dict[st
     from mtl.config import config_from_dict
     from mtl.data import SplitData, prepare
     from mtl.evaluation import evaluate_split, predict
-    from mtl.model import MultiTaskModel
-    from mtl.model.trunks import build_trunk
+    from mtl.model import MultiTaskModel, build_trunk
     from mtl.tasks import build_tasks
-    from mtl.training.batches import to_dataset
-    from mtl.training.callbacks import DivergenceGuard, LossWeightScheduler, WeightingEpochHooks
+    from mtl.training import DivergenceGuard, LossWeightScheduler, WeightingEpochHooks, to_dataset
     from mtl.weighting import LossWeightSchedule
 
     wall, cpu = time.perf_counter(), cpu_seconds()

@@ -13,7 +13,7 @@ Data: the first ``--n`` non-empty ``review_text`` values of the Women's clothing
   ``n`` texts once.
 * ``training``: the model of ``configs/womens_clothing.yaml`` (MiniLM fine-tuned, its max_length and windows) with
   two tasks, recommended (binary) and rating (regression), built with ``mtl.model.build_model``, compiled with
-  AdamW and ``steps_per_execution=1``, fed by ``mtl.training.batches.to_dataset`` (batch 32, bucketed by length
+  AdamW and ``steps_per_execution=1``, fed by ``mtl.training._batches.to_dataset`` (batch 32, bucketed by length
   as the config asks). ``--warmup-steps`` batches are trained untimed first (tracing), then each timed run is
   one ``fit`` epoch over the next ``--train-steps`` batches (the same batches every run).
 
@@ -103,9 +103,7 @@ def build_embedding(variant: Variant, n: int) -> tuple[Any, dict]:
     import tensorflow as tf
 
     from mtl.config import BackboneConfig
-    from mtl.model.backbones import load_backbone
-    from mtl.model.embed import SentenceEmbedder
-    from mtl.model.text import TextEncoder
+    from mtl.model import SentenceEmbedder, TextEncoder, load_backbone
 
     backbone, tokenizer = load_backbone(BackboneConfig(preset="all-MiniLM-L6-v2"))
     encoder = TextEncoder(backbone, tokenizer, max_length=EMBED_MAX_LENGTH, pooling="mean", trim=variant.trim)
@@ -129,7 +127,7 @@ def build_training(variant: Variant, warmup_steps: int, steps: int) -> tuple[Any
     from mtl.config import config_from_dict
     from mtl.data import load_data
     from mtl.model import TextEncoder, build_model
-    from mtl.training.batches import to_dataset
+    from mtl.training import to_dataset
 
     raw = yaml.safe_load(CONFIG.read_text(encoding="utf-8"))
     raw["tasks"] = {name: raw["tasks"][name] for name in TASKS}

@@ -177,7 +177,7 @@ def worker(conn: Any, variant: str, setting: Setting, batch_size: int, warmup_ep
         setup_rss = rss_mib()
         hooks = []
         if setting.weighting != "fixed":  # as in mtl.train: DWA updates its weights at the end of each epoch
-            from mtl.training.callbacks import WeightingEpochHooks
+            from mtl.training import WeightingEpochHooks
 
             hooks.append(WeightingEpochHooks())
         model.fit(dataset, epochs=warmup_epochs, verbose=0, shuffle=False, callbacks=hooks)

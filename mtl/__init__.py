@@ -25,14 +25,14 @@ __version__ = "0.1.0"
 
 
 def train(config: Config, run_dir: str | None = None) -> RunResult:
-    """Train a config in a new run directory; see ``mtl.training.run``."""
+    """Train a config in a new run directory; see ``mtl.training.train``."""
     from mtl.training import train as _train
 
     return _train(config, run_dir)
 
 
 def resume(run_dir: str, allow_data_change: bool = False) -> RunResult:
-    """Continue an interrupted run from its last verified checkpoint; see ``mtl.training.run.resume``."""
+    """Continue an interrupted run from its last verified checkpoint; see ``mtl.training.resume``."""
     from mtl.training import resume as _resume
 
     return _resume(run_dir, allow_data_change=allow_data_change)

@@ -199,7 +199,7 @@ def _export(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     import tempfile
 
-    from mtl.serving.predict import predict_command
+    from mtl.serving._predict import predict_command
 
     model = Path(args.model)
     if (model / "model.keras").is_file():  # a run directory: export it to a temporary folder, then predict
@@ -215,7 +215,7 @@ def _embed(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from mtl.model.embed import SentenceEmbedder
+    from mtl.model._embed import SentenceEmbedder
 
     if args.input is not None:
         path = Path(args.input)
@@ -245,7 +245,7 @@ def _embed(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from mtl.serving.rest import serve
+    from mtl.serving._rest import serve
 
     serve(args.model_base_path, args.model_name, port=args.rest_api_port, host=args.rest_api_host,
           poll_seconds=args.file_system_poll_wait_seconds, max_request_bytes=args.max_request_bytes,

@@ -29,6 +29,7 @@ from mtl.features import shown as quote_value
 from mtl.tasks import TASK_TYPES
 
 __all__ = [
+    "BackboneConfig",
     "Config",
     "WeightSchedule",
     "MAX_CONFIG_BYTES",

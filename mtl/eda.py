@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mtl.data.labels import missing_mask
-from mtl.data.prepare import check_columns
+from mtl.data._labels import missing_mask
+from mtl.data._prepare import check_columns
 from mtl.features import FEATURE_KINDS, configured_columns
 from mtl.reporting import cell, figure, num, pct, save_figure
 from mtl.tasks import TASK_TYPES

@@ -9,7 +9,7 @@ Modelled on keras-hub's ``run_task_test``: a new feature kind or task type is te
 4. export (``mtl.export.export_run``) and the Python serving API (``mtl.serving.load(...).predict_frame``);
 5. ``mtl predict`` on CSV, JSON Lines and Parquet files (on a version folder, a run directory and an export
    base, ``--output``) and ``--row`` (in process; one real subprocess when asked);
-6. the REST server (``mtl.serving.rest.create_app``) in the row (``instances``) and columnar (``inputs``) formats;
+6. the REST server (``mtl.serving.create_app``) in the row (``instances``) and columnar (``inputs``) formats;
 7. the Streamlit app (``app.py`` through ``streamlit.testing.v1.AppTest``) on one row.
 
 Every path is fed the ORIGINAL column names and the raw values as each format holds them (a vector column as a
@@ -56,10 +56,14 @@ class ParityResult:
 
 
 def feature_columns(features: dict) -> list[str]:
-    """The input columns a ``data.features`` mapping names, in the order numeric, categorical, text, vector."""
-    text = features.get("text")
-    return [*features.get("numeric", []), *features.get("categorical", []), *([text] if text else []),
-            *features.get("vector", [])]
+    """The input columns a raw ``data.features`` mapping names, kinds in registry order (``FEATURE_KINDS``)."""
+    from mtl.features import FEATURE_KINDS
+
+    columns: list[str] = []
+    for kind, cls in FEATURE_KINDS.items():
+        value = features.get(kind)
+        columns += list(value or []) if cls.many else ([value] if value else [])
+    return columns
 
 
 def json_value(value: Any) -> Any:
@@ -106,11 +110,12 @@ def write_table(frame: pd.DataFrame, path: Path) -> Path:
     return path
 
 
-def read_prediction_csv(text: str, tagging: list[str]) -> pd.DataFrame:
-    """The CSV ``mtl predict`` prints, tagging columns parsed from JSON lists; labels stay strings."""
+def read_prediction_csv(text: str, list_columns: list[str]) -> pd.DataFrame:
+    """The CSV ``mtl predict`` prints, ``list_columns`` (one value per word) parsed from JSON lists; labels stay
+    strings."""
     table = pd.read_csv(io.StringIO(text), keep_default_na=False, dtype=str)
     for column in table.columns:
-        if column in tagging:
+        if column in list_columns:
             table[column] = [json.loads(v) for v in table[column]]
     return table
 
@@ -119,49 +124,46 @@ def _records(rows: pd.DataFrame) -> list[dict]:
     return [{k: json_value(v) for k, v in record.items()} for record in rows.to_dict(orient="records")]
 
 
-def _tasks_by_type(raw: dict) -> dict[str, str]:
-    return {name: task["type"] for name, task in raw["tasks"].items()}
+def _list_columns(raw: dict) -> list[str]:
+    """The tasks whose table column holds a list per row (one value per word: ``Task.level == "word"``)."""
+    from mtl.tasks import TASK_TYPES
+
+    return [name for name, task in raw["tasks"].items() if TASK_TYPES[task["type"]].level == "word"]
 
 
-def _assert_tables_agree(reference: pd.DataFrame, other: pd.DataFrame, path: str, types: dict[str, str],
-                         tolerance: float) -> None:
-    """Same columns in the same order; numbers within ``tolerance``; labels and tag lists equal."""
+def _values_agree(path: str, column: str, other: list, reference: list, tolerance: float) -> None:
+    """Lists and texts equal; numbers within ``tolerance`` (relative to their size above 1)."""
+    for i, (got, want) in enumerate(zip(other, reference, strict=True)):
+        if isinstance(want, list | tuple | np.ndarray):
+            assert [str(v) for v in got] == [str(v) for v in want], f"{path}: {column!r} row {i + 1}: {got} != {want}"
+        elif isinstance(want, str):
+            assert str(got) == want, f"{path}: {column!r} row {i + 1}: {got!r} != {want!r}"
+        else:
+            assert abs(float(got) - float(want)) <= tolerance * max(1.0, abs(float(want))), (
+                f"{path}: {column!r} row {i + 1}: {got} != {want}")
+
+
+def _assert_tables_agree(reference: pd.DataFrame, other: pd.DataFrame, path: str, tolerance: float) -> None:
+    """Same columns in the same order and the same rows: numbers within ``tolerance``, labels and lists equal."""
     assert list(other.columns) == list(reference.columns), (
         f"{path}: columns {list(other.columns)} differ from {list(reference.columns)}")
     assert len(other) == len(reference), f"{path}: {len(other)} rows, expected {len(reference)}"
     for column in reference.columns:
-        if column in types and types[column] == "tagging":
-            assert [list(v) for v in other[column]] == [list(v) for v in reference[column]], (
-                f"{path}: tags of {column!r} differ")
-        elif column.endswith("_label"):
-            assert [str(v) for v in other[column]] == [str(v) for v in reference[column]], (
-                f"{path}: labels of {column!r} differ")
-        else:
-            np.testing.assert_allclose(other[column].astype(float).to_numpy(),
-                                       reference[column].astype(float).to_numpy(), rtol=tolerance, atol=tolerance,
-                                       err_msg=f"{path}: {column!r}")
+        _values_agree(path, column, list(other[column]), list(reference[column]), tolerance)
 
 
-def _check_table_layout(table: pd.DataFrame, types: dict[str, str], outputs: dict[str, np.ndarray],
-                        tolerance: float) -> None:
-    """The documented columns per task type, and their numbers equal the signature's outputs."""
-    for task, kind in types.items():
-        values = np.asarray(outputs[task], dtype=float)
-        if kind in ("binary", "regression"):
-            np.testing.assert_allclose(table[task].astype(float), values.reshape(len(table), -1)[:, 0],
-                                       rtol=tolerance, atol=tolerance, err_msg=f"predict_frame {task!r}")
-            assert (f"{task}_label" in table.columns) == (kind == "binary"), f"{task}: label column"
-        elif kind == "multiclass":
-            columns = [c for c in table.columns if c.startswith(f"{task}_") and c != f"{task}_label"]
-            assert f"{task}_label" in table.columns and len(columns) == values.shape[1], (
-                f"{task}: expected one probability column per class and {task}_label, got {columns}")
-            np.testing.assert_allclose(table[columns].astype(float).to_numpy(), values, rtol=tolerance,
-                                       atol=tolerance, err_msg=f"predict_frame {task!r}")
-            classes = [c[len(task) + 1:] for c in columns]
-            assert list(table[f"{task}_label"]) == [classes[i] for i in values.argmax(axis=1)], f"{task}: labels"
-        else:
-            assert kind == "tagging", f"unknown task type {kind!r}"
-            assert all(isinstance(tags, list) for tags in table[task]), f"{task}: tags are not lists"
+def _check_table_layout(table: pd.DataFrame, served: Any, outputs: dict[str, np.ndarray], tolerance: float) -> None:
+    """``predict_frame``'s table holds exactly the columns each task type makes (``Task.table_columns``) of the
+    signature's outputs as the REST server returned them."""
+    from mtl.tasks import TASK_TYPES
+
+    expected: dict[str, Any] = {}
+    for name, entry in served.tasks.items():
+        expected.update(TASK_TYPES[entry["type"]].table_columns(name, entry, outputs))
+    assert list(table.columns) == list(expected), (
+        f"predict_frame: columns {list(table.columns)}, expected {list(expected)}")
+    reference = _normalise(pd.DataFrame(expected), served)
+    _assert_tables_agree(reference, table, "predict_frame vs the signature's outputs", tolerance)
 
 
 def _cli(args: list[str]) -> tuple[int, str, str]:
@@ -174,53 +176,37 @@ def _cli(args: list[str]) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
-def _predict_cli(args: list[str], tagging: list[str], path: str) -> pd.DataFrame:
+def _predict_cli(args: list[str], list_columns: list[str], path: str) -> pd.DataFrame:
     code, out, err = _cli(["predict", *args])
     assert code == 0, f"{path}: mtl predict exited {code}: {err.strip()[-2000:]}"
-    return read_prediction_csv(out, tagging)
+    return read_prediction_csv(out, list_columns)
 
 
-def _normalise(table: pd.DataFrame, types: dict[str, str]) -> pd.DataFrame:
-    """``predict_frame``'s table as ``mtl predict`` prints it would read back (tags as lists, labels as text)."""
+def _normalise(table: pd.DataFrame, served: Any) -> pd.DataFrame:
+    """A table as ``mtl predict``'s CSV reads back: list cells as lists of texts, non-numeric cells as text."""
     table = table.reset_index(drop=True).copy()
     for column in table.columns:
-        if column.endswith("_label") or types.get(column) == "tagging":
-            table[column] = [list(v) if types.get(column) == "tagging" else str(v) for v in table[column]]
+        values = list(table[column])
+        if any(isinstance(v, list | tuple | np.ndarray) for v in values):
+            table[column] = [[str(x) for x in v] for v in values]
+        elif not all(isinstance(v, int | float | np.number) and not isinstance(v, bool | np.bool_) for v in values):
+            table[column] = [str(v) for v in values]
     return table
 
 
-def _app_check(version_dir: Path, row: dict, features: dict, types: dict[str, str], served: Any,
-               tolerance: float) -> None:
-    """Fill the app's form with ``row`` (widgets found by the original column names), press Predict and compare
-    what it shows with ``predict_frame`` on the same row."""
+def _app_check(version_dir: Path, row: dict, served: Any, tolerance: float) -> None:
+    """Fill the app's form with ``row`` (each feature sets its own widget: ``Feature.fill_app_input``), press
+    Predict, and compare what each task shows (``Task.read_app_output``) with ``predict_frame`` on the same row."""
     from streamlit.testing.v1 import AppTest
+
+    from mtl.tasks import TASK_TYPES
 
     previous, main_module = os.environ.get("MTL_EXPORT"), sys.modules.get("__main__")
     os.environ["MTL_EXPORT"] = str(version_dir)
     try:
         app = AppTest.from_file(str(REPO_ROOT / "app.py"), default_timeout=180).run()
         assert not app.exception, f"app: {app.exception}"
-        filled = dict(row)
-        for name in features.get("numeric", []):
-            widget = next((w for w in app.number_input if w.label == name), None)
-            assert widget is not None, f"app: no number input labelled {name!r}"
-            widget.set_value(float(row[name]))
-        for name in features.get("categorical", []):
-            widget = next((w for w in app.selectbox if w.label == name), None)
-            assert widget is not None, f"app: no select box labelled {name!r}"
-            options = list(widget.options)
-            value = str(row[name]) if str(row[name]) in options else options[-1]
-            widget.set_value(value)
-            filled[name] = value
-        if features.get("text"):
-            name = features["text"]
-            widget = next((w for w in app.text_area if w.label == name), None)
-            assert widget is not None, f"app: no text area labelled {name!r}"
-            widget.set_value(str(row[name]))
-        for name in features.get("vector", []):
-            widget = next((w for w in app.text_input if w.label == name), None)
-            assert widget is not None, f"app: no text input (a JSON list) labelled {name!r}"
-            widget.set_value(json.dumps(json_value(row[name])))
+        filled = {column: feature.fill_app_input(app, row[column]) for column, feature in served.features.items()}
         app.button(key="predict").click().run()
         assert not app.exception, f"app: {app.exception}"
     finally:
@@ -230,22 +216,15 @@ def _app_check(version_dir: Path, row: dict, features: dict, types: dict[str, st
             os.environ["MTL_EXPORT"] = previous
         if main_module is not None:
             sys.modules["__main__"] = main_module
-    expected = served.predict_frame(pd.DataFrame([filled])).iloc[0]
-    metrics = {m.label: m.value for m in app.metric}
-    for task, kind in types.items():
-        if kind == "binary":
-            shown = next((v for k, v in metrics.items() if k.startswith(f"{task}: P(")), None)
-            assert shown is not None, f"app: no probability shown for {task!r}; metrics {list(metrics)}"
-            assert abs(float(shown) - float(expected[task])) <= tolerance, f"app: {task!r} {shown} != {expected[task]}"
-        elif kind == "regression":
-            assert abs(float(metrics[task]) - float(expected[task])) <= tolerance * max(1.0, abs(expected[task])), (
-                f"app: {task!r} {metrics[task]} != {expected[task]}")
-        elif kind == "multiclass":
-            assert metrics[f"{task}: most likely"] == str(expected[f"{task}_label"]), f"app: {task!r} label"
-        else:
-            frames = [d.value for d in app.dataframe if "tag" in d.value.columns]
-            assert frames, f"app: no tag table for {task!r}"
-            assert [str(t) for t in frames[0]["tag"]] == list(expected[task])[:len(frames[0])], f"app: {task!r} tags"
+    expected = _normalise(served.predict_frame(pd.DataFrame([filled])), served).iloc[0]
+    for name, entry in served.tasks.items():
+        shown = TASK_TYPES[entry["type"]].read_app_output(app, name, entry)
+        assert shown, f"app: nothing shown for {name!r}"
+        for column, value in shown.items():
+            want = expected[column]
+            if isinstance(want, list):  # the app shows one value per word of the text it was given
+                want = want[:len(value)]
+            _values_agree("app", column, [value], [want], tolerance)
 
 
 def run_parity_test(frame: pd.DataFrame, config: dict, work_dir: str | Path, *, train_format: str = "csv",
@@ -265,15 +244,15 @@ def run_parity_test(frame: pd.DataFrame, config: dict, work_dir: str | Path, *, 
     import mtl.serving
     from mtl.config import config_from_dict, dump_config
     from mtl.export import export_run
-    from mtl.serving.rest import create_app
+    from mtl.serving import create_app
 
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     raw = copy.deepcopy(config)
     features = raw["data"]["features"]
     columns = feature_columns(features)
-    types = _tasks_by_type(raw)
-    tagging = [t for t, k in types.items() if k == "tagging"]
+    task_names = list(raw["tasks"])
+    list_columns = _list_columns(raw)
 
     # 1. the config round trip
     train_file = write_table(frame, work_dir / f"train.{train_format}")
@@ -295,12 +274,12 @@ def run_parity_test(frame: pd.DataFrame, config: dict, work_dir: str | Path, *, 
     model = mtl.load_model(str(run_dir / "model.keras"))
     from_frame = model.predict_raw(rows)
     from_dict = model.predict_raw({c: [json_value(v) for v in rows[c]] for c in columns})
-    assert sorted(from_frame) == sorted(types), f"predict_raw: outputs {sorted(from_frame)}, tasks {sorted(types)}"
+    assert sorted(from_frame) == sorted(task_names), f"predict_raw: outputs {sorted(from_frame)}, tasks {task_names}"
 
     # 4. export and the Python serving API
     version_dir = export_run(run_dir, work_dir / "exports", "parity")
     served = mtl.serving.load(version_dir)
-    table = _normalise(served.predict_frame(rows), types)
+    table = _normalise(served.predict_frame(rows), served)
 
     # 6. REST, both formats (first, as it gives the signature's outputs)
     records = _records(rows)
@@ -310,33 +289,34 @@ def run_parity_test(frame: pd.DataFrame, config: dict, work_dir: str | Path, *, 
         assert columnar.status_code == 200, f"REST columnar: {columnar.status_code} {columnar.text[:2000]}"
         by_row = client.post(url, json={"instances": records})
         assert by_row.status_code == 200, f"REST row: {by_row.status_code} {by_row.text[:2000]}"
-    outputs = {t: np.asarray(columnar.json()["outputs"][t], dtype=float) for t in types}
+    outputs = {name: np.asarray(values, dtype=float if name in task_names else object)
+               for name, values in columnar.json()["outputs"].items()}
     predictions = by_row.json()["predictions"]
-    for task in types:
+    for task in task_names:
         row_values = np.asarray([p[task] for p in predictions], dtype=float)
         np.testing.assert_allclose(row_values, outputs[task], rtol=tolerance, atol=tolerance,
                                    err_msg=f"REST row vs columnar: {task!r}")
         for name, raw_outputs in (("predict_raw(DataFrame)", from_frame), ("predict_raw(dict)", from_dict)):
             np.testing.assert_allclose(np.asarray(raw_outputs[task], dtype=float), outputs[task], rtol=tolerance,
                                        atol=tolerance, err_msg=f"{name} vs the signature: {task!r}")
-    _check_table_layout(table, types, outputs, tolerance)
+    _check_table_layout(table, served, outputs, tolerance)
 
     # 5. mtl predict on files and rows: a version folder, a run directory and an export base (with --output)
     tables = {"predict_frame": table}
     for suffix in ("csv", "jsonl", "parquet"):
         write_table(rows, work_dir / f"rows.{suffix}")
     tables["mtl predict VERSION --input .csv"] = _predict_cli(
-        ["--model", str(version_dir), "--input", str(work_dir / "rows.csv")], tagging, "mtl predict .csv")
+        ["--model", str(version_dir), "--input", str(work_dir / "rows.csv")], list_columns, "mtl predict .csv")
     tables["mtl predict RUN_DIR --input .jsonl"] = _predict_cli(
-        ["--model", str(run_dir), "--input", str(work_dir / "rows.jsonl")], tagging, "mtl predict .jsonl")
+        ["--model", str(run_dir), "--input", str(work_dir / "rows.jsonl")], list_columns, "mtl predict .jsonl")
     out_file = work_dir / "predictions.csv"
     code, _, err = _cli(["predict", "--model", str(version_dir.parent), "--input", str(work_dir / "rows.parquet"),
                          "--output", str(out_file)])
     assert code == 0, f"mtl predict .parquet --output: exited {code}: {err.strip()[-2000:]}"
     tables["mtl predict BASE --input .parquet --output"] = read_prediction_csv(out_file.read_text(encoding="utf-8"),
-                                                                               tagging)
+                                                                               list_columns)
     singles = [_predict_cli(["--model", str(version_dir), "--row", json.dumps(record, ensure_ascii=False)],
-                            tagging, f"mtl predict --row {i + 1}") for i, record in enumerate(records[:row_calls])]
+                            list_columns, f"mtl predict --row {i + 1}") for i, record in enumerate(records[:row_calls])]
     tables["mtl predict --row"] = pd.concat(singles, ignore_index=True)
     if subprocess_cli:
         env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -344,16 +324,16 @@ def run_parity_test(frame: pd.DataFrame, config: dict, work_dir: str | Path, *, 
                                "--input", str(work_dir / "rows.parquet")], capture_output=True, text=True,
                               cwd=REPO_ROOT, env=env, timeout=300)
         assert done.returncode == 0, f"mtl predict (subprocess): {done.stderr.strip()[-2000:]}"
-        tables["mtl predict (subprocess)"] = read_prediction_csv(done.stdout, tagging)
+        tables["mtl predict (subprocess)"] = read_prediction_csv(done.stdout, list_columns)
     for path, other in tables.items():
         if path != "predict_frame":
             reference = table.head(row_calls) if path == "mtl predict --row" else table
-            _assert_tables_agree(reference, other, path, types, tolerance)
+            _assert_tables_agree(reference, other, path, tolerance)
 
     # 7. the app, on the first row without a missing value
     if app:
         complete = [r for r in records if all(v is not None and v != "" for v in r.values())]
         assert complete, "app: every predicted row has a missing value; give rows with all values"
-        _app_check(version_dir, complete[0], features, types, served, tolerance)
+        _app_check(version_dir, complete[0], served, tolerance)
 
     return ParityResult(run_dir, version_dir, rows, outputs, table, tables)

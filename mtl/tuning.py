@@ -31,7 +31,7 @@ from mtl.config import Config, TuneParam, apply_overrides, config_from_dict, dum
 from mtl.errors import MtlError
 from mtl.tasks import TASK_TYPES
 from mtl.training import train
-from mtl.training.callbacks import write_text_atomic
+from mtl.training._callbacks import write_text_atomic
 
 __all__ = ["TuneResult", "tune"]
 

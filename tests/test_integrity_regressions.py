@@ -19,7 +19,7 @@ from conftest import TINY_BACKBONE, run_cli, write_yaml
 from fastapi.testclient import TestClient
 
 from mtl.cli import main
-from mtl.serving.rest import create_app
+from mtl.serving import create_app
 
 UNSEEN = "a value no training row holds"
 

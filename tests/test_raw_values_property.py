@@ -27,7 +27,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, Phase, assume, given, settings
 from hypothesis import strategies as st
 
-from mtl.serving.rest import create_app
+from mtl.serving import create_app
 from mtl.testing import write_table
 
 MISSING = {"", "NA", "N/A", "n/a", "NaN", "nan", "null", "NULL", "None", "<NA>"}
@@ -292,7 +292,7 @@ def test_any_column_names_train_export_predict_and_serve(adult_slice: pd.DataFra
     import mtl
     from mtl.config import config_from_dict
     from mtl.export import export_run
-    from mtl.serving.rest import create_app
+    from mtl.serving import create_app
 
     root = tmp_path_factory.mktemp("names")
     frame = adult_slice.head(150).rename(columns=dict(zip(["age", "capital_gain", "workclass"], names,

@@ -10,7 +10,7 @@ from conftest import ROOT, run_cli, tiny_config, write_yaml
 
 import mtl.tuning
 from mtl.cli import main
-from mtl.training.callbacks import TrainingDiverged
+from mtl.training import TrainingDiverged
 
 SPACE = {
     "training.learning_rate": {"log_uniform": [1.0e-3, 1.0e-2]},

@@ -5,6 +5,6 @@
 task (plus ``<task>_classes`` for multiclass tasks). The weights are saved once, through a plain ``tf.Module``.
 """
 
-from mtl.export.savedmodel import METADATA_FILE, export_model, export_run, next_version
+from mtl.export._savedmodel import METADATA_FILE, export_model, export_run, next_version
 
 __all__ = ["METADATA_FILE", "export_model", "export_run", "next_version"]

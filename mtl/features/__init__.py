@@ -14,12 +14,12 @@ from __future__ import annotations
 from typing import Any
 
 from mtl.features._base import Encoded, Feature
+from mtl.features._categorical import CategoricalFeature, embedding_size
 from mtl.features._names import VALID_INPUT_NAME, input_names
+from mtl.features._numeric import NumericFeature
+from mtl.features._text import TextFeature
 from mtl.features._values import MAX_CELL_CHARS, MISSING_TEXTS, category_text, is_missing, number_value, shown
-from mtl.features.categorical import CategoricalFeature, embedding_size
-from mtl.features.numeric import NumericFeature
-from mtl.features.text import TextFeature
-from mtl.features.vector import VectorFeature
+from mtl.features._vector import VectorFeature
 
 __all__ = ["FEATURE_KINDS", "Feature", "Encoded", "NumericFeature", "CategoricalFeature", "TextFeature",
            "VectorFeature", "MAX_CELL_CHARS", "MISSING_TEXTS", "VALID_INPUT_NAME", "build_features",

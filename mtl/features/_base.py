@@ -86,6 +86,11 @@ class Feature:
         """A Streamlit widget in ``container`` whose value is a raw cell for this feature."""
         raise NotImplementedError
 
+    def fill_app_input(self, app: Any, value: Any) -> Any:
+        """Set this feature's widget in a ``streamlit.testing.v1.AppTest`` to the raw cell ``value`` and return the
+        cell the app will predict on (the harness in ``mtl.testing`` drives the app with it)."""
+        raise NotImplementedError
+
     @classmethod
     def eda_section(cls, frame: Any, columns: list[str], plots: Path) -> list[str]:
         """Markdown lines of the EDA report about these columns (``frame`` as read, cells raw)."""

@@ -1,7 +1,20 @@
 """The model stage: in-graph preprocessing, trunks, and the masked multi-task Keras model."""
 
-from mtl.model.build import build_model
-from mtl.model.multitask import MultiTaskModel, masked_mean
-from mtl.model.text import TextEncoder
+from mtl.model._backbones import (
+    ReferenceBertTokenizer,
+    builtin_minilm_dir,
+    load_backbone,
+    reference_tokenizer,
+    set_trainable,
+    split_at_block,
+    unused_layers,
+)
+from mtl.model._build import build_model
+from mtl.model._embed import SentenceEmbedder
+from mtl.model._multitask import MultiTaskModel, masked_mean
+from mtl.model._text import TextEncoder
+from mtl.model._trunks import Trunk, build_trunk
 
-__all__ = ["MultiTaskModel", "TextEncoder", "build_model", "masked_mean"]
+__all__ = ["MultiTaskModel", "ReferenceBertTokenizer", "SentenceEmbedder", "TextEncoder", "Trunk", "build_model",
+           "build_trunk", "builtin_minilm_dir", "load_backbone", "masked_mean", "reference_tokenizer", "set_trainable",
+           "split_at_block", "unused_layers"]

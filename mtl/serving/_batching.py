@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from mtl.errors import MtlError
+from mtl.serving._loader import LoadedModel
 from mtl.serving._monitoring import Metrics
 from mtl.serving._signature import call_signature
 from mtl.serving._versions import ServingError
-from mtl.serving.loader import LoadedModel
 
 
 @dataclass(frozen=True)

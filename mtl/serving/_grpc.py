@@ -24,10 +24,10 @@ from tensorflow_serving.apis import (
 )
 
 from mtl.errors import MtlError
+from mtl.serving._loader import LoadedModel
 from mtl.serving._monitoring import Metrics, RequestOutcome
 from mtl.serving._signature import call_signature, check_signature_name, prepare
 from mtl.serving._versions import ModelRegistry, ServingError
-from mtl.serving.loader import LoadedModel
 
 log = logging.getLogger("mtl.serve")
 

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 
 from mtl.errors import MtlError
+from mtl.serving._loader import LoadedModel
 from mtl.serving._versions import ServingError
-from mtl.serving.loader import LoadedModel
 
 log = logging.getLogger("mtl.serve")
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mtl.errors import MtlError
-from mtl.serving.loader import LoadedModel, load, versions
+from mtl.serving._loader import LoadedModel, load, versions
 
 log = logging.getLogger("mtl.serve")
 

@@ -1,7 +1,7 @@
 """Task types, one module each; ``TASK_TYPES`` maps a config's ``type:`` to its class.
 
 A type owns its config keys (``config_class``), label encoding, head, loss, metrics, evaluation, test plot, export
-outputs and metadata, serving decode, app output and EDA section (see ``mtl.tasks.base.Task``). To add a type,
+outputs and metadata, serving decode, app output and EDA section (see ``mtl.tasks._base.Task``). To add a type,
 write one module with a ``Task`` subclass, register it here, and call ``mtl.testing.check_task_type`` in a test.
 """
 
@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from mtl.tasks.base import Task
-from mtl.tasks.binary import BinaryTask
-from mtl.tasks.hierarchy import decode_hierarchy
-from mtl.tasks.multiclass import MulticlassTask
-from mtl.tasks.regression import RegressionTask
-from mtl.tasks.tagging import TaggingTask
+from mtl.tasks._base import Task
+from mtl.tasks._binary import BinaryTask
+from mtl.tasks._hierarchy import consistency, decode_hierarchy, hierarchy_order
+from mtl.tasks._multiclass import MulticlassTask
+from mtl.tasks._regression import RegressionTask
+from mtl.tasks._tagging import TaggingTask
 
 TASK_TYPES: dict[str, type[Task]] = {
     BinaryTask.type: BinaryTask,
@@ -24,7 +24,7 @@ TASK_TYPES: dict[str, type[Task]] = {
 }
 
 __all__ = ["TASK_TYPES", "Task", "BinaryTask", "MulticlassTask", "RegressionTask", "TaggingTask", "build_tasks",
-           "task_from_config", "decode_hierarchy"]
+           "task_from_config", "consistency", "decode_hierarchy", "hierarchy_order"]
 
 
 def build_tasks(task_configs: dict[str, Any]) -> dict[str, Task]:

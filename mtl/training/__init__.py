@@ -1,5 +1,18 @@
 """The training stage: a run directory, its callbacks, fit, evaluation and resume."""
 
-from mtl.training.run import RunResult, log_keys, resume, train
+from mtl._locks import DirectoryLock
+from mtl.training._batches import to_dataset
+from mtl.training._callbacks import (
+    DivergenceGuard,
+    EpochCheckpoint,
+    LossWeightScheduler,
+    TrainingDiverged,
+    WeightingEpochHooks,
+)
+from mtl.training._checkpoints import check_history, choose_checkpoint, read_state
+from mtl.training._fingerprint import data_change, data_fingerprint
+from mtl.training._run import RunResult, log_keys, resume, train
 
-__all__ = ["RunResult", "log_keys", "resume", "train"]
+__all__ = ["DirectoryLock", "DivergenceGuard", "EpochCheckpoint", "LossWeightScheduler", "RunResult",
+           "TrainingDiverged", "WeightingEpochHooks", "check_history", "choose_checkpoint", "data_change",
+           "data_fingerprint", "log_keys", "read_state", "resume", "to_dataset", "train"]

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from mtl.weighting.base import WeightingStrategy
-from mtl.weighting.cagrad import CAGrad
-from mtl.weighting.dwa import DynamicWeightAverage
-from mtl.weighting.fixed import FixedWeighting
-from mtl.weighting.gradnorm import GradNorm
-from mtl.weighting.pcgrad import PCGrad
-from mtl.weighting.rlw import RandomLossWeighting
-from mtl.weighting.schedule import LossWeightSchedule
-from mtl.weighting.uncertainty import UncertaintyWeighting
+from mtl.weighting._base import WeightingStrategy
+from mtl.weighting._cagrad import CAGrad, cagrad_direction
+from mtl.weighting._dwa import DynamicWeightAverage, dwa_weights
+from mtl.weighting._fixed import FixedWeighting
+from mtl.weighting._gradnorm import GradNorm
+from mtl.weighting._pcgrad import PCGrad, project_conflicting
+from mtl.weighting._rlw import RandomLossWeighting
+from mtl.weighting._schedule import LossWeightSchedule
+from mtl.weighting._uncertainty import UncertaintyWeighting
 
 STRATEGIES: dict[str, type[WeightingStrategy]] = {
     cls.key: cls for cls in (FixedWeighting, UncertaintyWeighting, GradNorm, DynamicWeightAverage,
@@ -30,4 +30,6 @@ def make_strategy(config: dict[str, Any] | None, task_names: list[str]) -> Weigh
     return STRATEGIES[name](task_names, **{k: v for k, v in config.items() if v is not None})
 
 
-__all__ = ["STRATEGIES", "LossWeightSchedule", "WeightingStrategy", "make_strategy"]
+__all__ = ["STRATEGIES", "CAGrad", "DynamicWeightAverage", "FixedWeighting", "GradNorm", "LossWeightSchedule", "PCGrad",
+           "RandomLossWeighting", "UncertaintyWeighting", "WeightingStrategy", "cagrad_direction", "dwa_weights",
+           "make_strategy", "project_conflicting"]

@@ -7,8 +7,7 @@ import tensorflow as tf
 
 from mtl.config import BackboneConfig
 from mtl.errors import MtlError
-from mtl.model.backbones import load_backbone, set_trainable, split_at_block, unused_layers
-from mtl.model.text import TextEncoder
+from mtl.model import TextEncoder, load_backbone, set_trainable, split_at_block, unused_layers
 
 ARCHITECTURE = {"num_layers": 3, "num_heads": 2, "hidden_dim": 16, "intermediate_dim": 32}
 TEXTS = tf.constant(["a lovely summer dress", "the fabric is thin and the hem too long", "fits"])

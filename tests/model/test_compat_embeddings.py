@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mtl.model.backbones import ReferenceBertTokenizer
-from mtl.model.embed import SentenceEmbedder
+from mtl.model import ReferenceBertTokenizer, SentenceEmbedder
 
 REFERENCE = json.loads((Path(__file__).with_name("minilm_compat_reference.json")).read_text(encoding="utf-8"))
 

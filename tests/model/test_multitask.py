@@ -9,8 +9,7 @@ from conftest import tiny_config
 from mtl.config import config_from_dict
 from mtl.data import prepare
 from mtl.model import build_model, masked_mean
-from mtl.training.batches import to_dataset
-from mtl.training.callbacks import LossWeightScheduler
+from mtl.training import LossWeightScheduler, to_dataset
 from mtl.weighting import LossWeightSchedule
 
 

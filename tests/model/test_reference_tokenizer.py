@@ -4,7 +4,7 @@ symbol, mark and cased character, compatibility forms, white space and control c
 
 The ids are read through ``TextEncoder.token_ids``: the white-space word split, the in-graph tokenizer and the
 windows the backbone reads. One deliberate difference: ``\\v`` and ``\\f`` are word boundaries for mtl (its word
-split is ``tf.strings.split``, the one ``mtl.data.text.split_words`` matches for tagging labels), while the
+split is ``tf.strings.split``, the one ``mtl.data._text.split_words`` matches for tagging labels), while the
 reference deletes them and joins their neighbours.
 """
 
@@ -18,8 +18,7 @@ from conftest import TINY_BACKBONE
 from tokenizers import BertWordPieceTokenizer
 
 from mtl.config import BackboneConfig
-from mtl.model.backbones import ReferenceBertTokenizer, builtin_minilm_dir, load_backbone, reference_tokenizer
-from mtl.model.text import TextEncoder
+from mtl.model import ReferenceBertTokenizer, TextEncoder, builtin_minilm_dir, load_backbone, reference_tokenizer
 
 VOCAB = str(builtin_minilm_dir() / "vocab.txt")
 CJK_BLOCKS = [(0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F),

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import ROOT, run_cli
 
-from mtl.model.embed import SentenceEmbedder
+from mtl.model import SentenceEmbedder
 
 REFERENCE = json.loads((ROOT / "tests" / "fixtures" / "minilm_reference.json").read_text())
 

@@ -7,9 +7,8 @@ import tensorflow as tf
 from conftest import TINY_BACKBONE
 
 from mtl.config import BackboneConfig
-from mtl.data.text import split_words
-from mtl.model.backbones import load_backbone
-from mtl.model.text import TextEncoder
+from mtl.data import split_words
+from mtl.model import TextEncoder, load_backbone
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import mtl
 from mtl.config import config_from_dict
 from mtl.data import prepare
 from mtl.model import build_model
-from mtl.training.batches import to_dataset
+from mtl.training import to_dataset
 
 MMOE = {"type": "mmoe", "experts": 3, "expert_units": [8, 6]}
 PLE = {"type": "ple", "levels": 2, "shared_experts": 2, "task_experts": 1, "expert_units": [8]}
@@ -92,7 +92,7 @@ def test_trunk_trains_end_to_end(trunk, weighting, tmp_path, slice_csv):
     # exported and served like the default trunk: mtl's SavedModel, loaded as TF Serving and the REST server do
     from mtl.evaluation import predict
     from mtl.export import export_run
-    from mtl.serving.loader import load
+    from mtl.serving import load
 
     version_dir = export_run(result.run_dir, tmp_path / "exports", "adult")
     served = load(version_dir.parent)

@@ -9,10 +9,15 @@ import pytest
 from fastapi.testclient import TestClient
 
 from mtl.errors import MtlError
-from mtl.serving._batching import Batcher, BatchingParameters, read_batching_parameters
-from mtl.serving._monitoring import Metrics
-from mtl.serving._versions import ModelRegistry, ModelVersions
-from mtl.serving.rest import create_app
+from mtl.serving import (
+    Batcher,
+    BatchingParameters,
+    Metrics,
+    ModelRegistry,
+    ModelVersions,
+    create_app,
+    read_batching_parameters,
+)
 
 
 @pytest.fixture(scope="module")

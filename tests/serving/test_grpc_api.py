@@ -17,9 +17,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from mtl.serving import load
-from mtl.serving._grpc import start_grpc_server
-from mtl.serving._versions import ModelRegistry, ModelVersions
+from mtl.serving import ModelRegistry, ModelVersions, load, start_grpc_server
 
 OUTPUTS = ["hours_per_week", "income", "race", "race_classes"]
 

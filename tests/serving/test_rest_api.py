@@ -14,8 +14,7 @@ import pytest
 from conftest import ADULT_CATEGORICAL, ADULT_NUMERIC
 from fastapi.testclient import TestClient
 
-from mtl.serving import load
-from mtl.serving.rest import create_app
+from mtl.serving import create_app, load
 
 OUTPUTS = ["hours_per_week", "income", "race", "race_classes"]
 

@@ -10,9 +10,7 @@ import tensorflow as tf
 from fastapi.testclient import TestClient
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from mtl.serving._grpc import start_grpc_server
-from mtl.serving._versions import ModelRegistry, ModelVersions
-from mtl.serving.rest import create_app
+from mtl.serving import ModelRegistry, ModelVersions, create_app, start_grpc_server
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +62,7 @@ def test_grpc_matrix_tensor(registry: ModelRegistry) -> None:
 
 
 def test_rank_is_read_from_the_signature(registry: ModelRegistry) -> None:
-    from mtl.serving._signature import input_shapes
+    from mtl.serving import input_shapes
 
     _, model, _ = registry.model("sum").resolve()
     assert input_shapes(model) == {"v": (None, 3)}

@@ -16,10 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from mtl.errors import MtlError
-from mtl.serving import load
-from mtl.serving._versions import ModelRegistry, ModelVersions, VersionPolicy, read_model_config
-from mtl.serving.loader import versions
-from mtl.serving.rest import create_app
+from mtl.serving import ModelRegistry, ModelVersions, VersionPolicy, create_app, load, read_model_config, versions
 
 
 def _answer(client: TestClient, name: str = "m", version: int | None = None) -> tuple[int, str, float | str]:

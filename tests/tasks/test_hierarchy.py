@@ -8,8 +8,7 @@ from conftest import TINY_BACKBONE
 from mtl.config import config_from_dict
 from mtl.data import prepare
 from mtl.errors import MtlError
-from mtl.tasks import build_tasks, decode_hierarchy
-from mtl.tasks.hierarchy import consistency, hierarchy_order
+from mtl.tasks import build_tasks, consistency, decode_hierarchy, hierarchy_order
 
 
 def clothing(rows: int = 400) -> pd.DataFrame:

@@ -3,7 +3,7 @@
 import numpy as np
 
 from mtl.data import SplitData
-from mtl.training.batches import to_dataset
+from mtl.training import to_dataset
 
 
 def split_of(rows: int) -> SplitData:

@@ -92,7 +92,7 @@ def test_divergence_stops_with_a_clear_message_and_no_metrics(tmp_path, slice_cs
 
 
 def test_divergence_guard_raises_on_nan():
-    from mtl.training.callbacks import DivergenceGuard, TrainingDiverged
+    from mtl.training import DivergenceGuard, TrainingDiverged
 
     guard = DivergenceGuard()
     guard.on_train_batch_end(0, {"loss": 0.3})

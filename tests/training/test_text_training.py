@@ -12,7 +12,7 @@ from conftest import ROOT, TINY_BACKBONE, run_cli, text_config, write_jsonl
 import mtl
 from mtl.config import config_from_dict
 from mtl.export import export_run
-from mtl.serving.loader import load
+from mtl.serving import load
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +39,8 @@ def test_joint_intent_and_slots_learn(joint_run):
 
 
 def test_length_buckets_cover_every_row_once_and_report_their_count(atis_frame):
-    from mtl.data.prepare import SplitData
-    from mtl.training.batches import to_dataset
+    from mtl.data import SplitData
+    from mtl.training import to_dataset
 
     texts = atis_frame["text"].head(1000).to_numpy(dtype=object)
     ones = {"a": np.ones(len(texts), "float32")}
@@ -80,7 +80,7 @@ def test_frozen_backbone_does_not_change(tmp_path, atis_jsonl):
     keras.utils.set_random_seed(3)
     result = mtl.train(config_from_dict(raw), tmp_path / "run")
     encoder = result.model.get_layer("text_encoder")
-    from mtl.model.backbones import load_backbone
+    from mtl.model import load_backbone
 
     keras.utils.set_random_seed(3)
     fresh, _ = load_backbone(config_from_dict(raw).model.backbone)
@@ -188,7 +188,7 @@ def test_the_atis_config_validates():
 def test_rest_server_predicts_raw_text(joint_run):
     from fastapi.testclient import TestClient
 
-    from mtl.serving.rest import create_app
+    from mtl.serving import create_app
 
     with TestClient(create_app(joint_run["export"].parent, "atis", watch=False)) as client:
         ok = client.post("/v1/models/atis:predict", json={"instances": ["flights from boston to denver", "hi"]})

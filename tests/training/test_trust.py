@@ -18,12 +18,11 @@ import pytest
 from conftest import ROOT, tiny_config, write_yaml
 
 import mtl
-from mtl._locks import DirectoryLock
+from mtl import training as checkpoints  # read_state, check_history, choose_checkpoint
 from mtl.cli import main
 from mtl.config import config_from_dict
 from mtl.errors import MtlError
-from mtl.training import checkpoints
-from mtl.training.callbacks import DivergenceGuard, EpochCheckpoint
+from mtl.training import DirectoryLock, DivergenceGuard, EpochCheckpoint
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
 
@@ -198,7 +197,7 @@ def test_a_second_writer_of_a_run_directory_is_told_the_holders_pid(run_copy, tm
 
 def test_the_lock_dies_with_its_process(tmp_path):
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from mtl._locks import DirectoryLock; "
+        [sys.executable, "-c", "import sys, time; from mtl.training import DirectoryLock; "
          "lock = DirectoryLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(120)", str(tmp_path)],
         env=ENV, stdout=subprocess.PIPE, text=True)
     try:
@@ -282,7 +281,7 @@ def test_allow_data_change_resumes_and_says_so(run_copy, output):
 def test_a_built_in_dataset_is_fingerprinted_by_its_package_version():
     import importlib.metadata
 
-    from mtl.training.fingerprint import data_change, data_fingerprint
+    from mtl.training import data_change, data_fingerprint
 
     config = config_from_dict(tiny_config())
     recorded = data_fingerprint(config)
@@ -427,7 +426,7 @@ def test_sigterm_stops_like_ctrl_c_with_exit_143(tmp_path, slice_csv):
 
 # ----------------------------------------------------------------------------- 6. early stopping's epoch
 def test_early_stopping_records_the_restored_epoch(tmp_path, slice_csv, caplog, monkeypatch):
-    from mtl.evaluation import plots
+    import mtl.evaluation as plots
 
     marked = []
     learning_curves = plots.learning_curves

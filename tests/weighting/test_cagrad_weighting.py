@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mtl.weighting.cagrad import CAGrad, cagrad_direction
+from mtl.weighting import CAGrad, cagrad_direction
 
 
 def test_update_is_in_the_ball_and_improves_the_worst_task():

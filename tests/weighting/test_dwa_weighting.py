@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from mtl.weighting.dwa import DynamicWeightAverage, dwa_weights
+from mtl.weighting import DynamicWeightAverage, dwa_weights
 
 
 def current(strategy):

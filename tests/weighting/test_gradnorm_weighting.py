@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from mtl.errors import MtlError
-from mtl.weighting.gradnorm import GradNorm
+from mtl.weighting import GradNorm
 
 
 def norms_after(strategy, base, losses, steps):

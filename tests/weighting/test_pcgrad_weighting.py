@@ -3,7 +3,7 @@
 import numpy as np
 import tensorflow as tf
 
-from mtl.weighting.pcgrad import PCGrad, project_conflicting
+from mtl.weighting import PCGrad, project_conflicting
 
 
 def test_conflicting_pair_is_projected_to_orthogonal():

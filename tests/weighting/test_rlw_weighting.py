@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from mtl.weighting.rlw import RandomLossWeighting
+from mtl.weighting import RandomLossWeighting
 
 
 def test_weights_are_a_softmax_of_normal_draws_summing_to_the_task_count():

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mtl.weighting.uncertainty import UncertaintyWeighting
+from mtl.weighting import UncertaintyWeighting
 
 
 def test_weights_move_to_one_over_two_sigma_squared_of_the_noise():

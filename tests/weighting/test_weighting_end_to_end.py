@@ -13,7 +13,7 @@ from mtl.cli import main
 from mtl.config import config_from_dict
 from mtl.data import prepare
 from mtl.model import build_model
-from mtl.training.batches import to_dataset
+from mtl.training import to_dataset
 
 STRATEGIES = {
     "uncertainty": lambda w: w[-1] != pytest.approx(0.5),  # learned away from the initial 0.5
@@ -58,7 +58,7 @@ def test_dwa_weights_in_history_follow_the_logged_losses(tmp_path, slice_csv):
 def test_resumed_dwa_run_weights_its_next_epoch_from_the_restored_loss_history(tmp_path, slice_csv, monkeypatch):
     """A run stopped after epoch 2 of 3 and resumed: DWA's epoch-3 weights come from the checkpointed losses
     of epochs 1 and 2 (a strategy that lost its state would start over with weights 1 and 1)."""
-    from mtl.training.callbacks import EpochCheckpoint
+    from mtl.training import EpochCheckpoint
 
     raw = tiny_config(path=str(slice_csv), training__weighting={"name": "dwa", "temperature": 1.0},
                       training__epochs=3)

@@ -12,8 +12,8 @@ from pydantic import Field
 from sklearn import metrics as skm
 
 from mtl._schema import TaskConfigBase, UnseenLabels
-from mtl.data.labels import label_text, missing_mask
-from mtl.tasks.base import ClassificationTask
+from mtl.data._labels import label_text, missing_mask
+from mtl.tasks._base import ClassificationTask
 
 
 class MulticlassTaskConfig(TaskConfigBase):
@@ -36,7 +36,7 @@ class MulticlassTask(ClassificationTask):
     """Predicts ``[batch, K]`` probabilities over ``classes_`` (sorted, numerically when numbers).
 
     With ``parent`` (another multiclass task) the head also takes the parent's output, and ``parent_of_``
-    (learned from the training rows, see ``mtl.tasks.hierarchy``) gives each class its parent class.
+    (learned from the training rows, see ``mtl.tasks._hierarchy``) gives each class its parent class.
     """
 
     type = "multiclass"
@@ -147,6 +147,13 @@ class MulticlassTask(ClassificationTask):
         st.dataframe(pd.DataFrame({"class": entry["classes"],
                                    "probability": [result[f"{name}_{c}"] for c in entry["classes"]]}),
                      hide_index=True)
+
+    @classmethod
+    def read_app_output(cls, app: Any, name: str, entry: dict) -> dict[str, Any]:
+        label = next(m.value for m in app.metric if m.label == f"{name}: most likely")
+        table = next(d.value for d in app.dataframe if list(d.value.columns) == ["class", "probability"])
+        return {f"{name}_label": label,
+                **{f"{name}_{c}": float(p) for c, p in zip(table["class"], table["probability"], strict=True)}}
 
     def get_config(self) -> dict:
         config = {**super().get_config(), "parent": self.parent}

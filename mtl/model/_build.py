@@ -10,10 +10,10 @@ import keras
 
 from mtl.errors import MtlError
 from mtl.features import Feature
-from mtl.model.multitask import MultiTaskModel
-from mtl.model.trunks import build_trunk
+from mtl.model._multitask import MultiTaskModel
+from mtl.model._trunks import build_trunk
 from mtl.tasks import Task
-from mtl.tasks.hierarchy import hierarchy_order
+from mtl.tasks._hierarchy import hierarchy_order
 
 __all__ = ["build_model"]
 

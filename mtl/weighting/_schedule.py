@@ -1,7 +1,7 @@
 """Loss weights that change with the epoch: constant, linear, step, cosine and exponential.
 
 The seeds' suggestion: start with the auxiliary task heavy and shift weight to the main task as
-training goes on. A ``LossWeightSchedule`` only computes numbers; ``mtl.training.callbacks``
+training goes on. A ``LossWeightSchedule`` only computes numbers; ``mtl.training._callbacks``
 assigns them to the model's weight variables at the start of each epoch.
 """
 

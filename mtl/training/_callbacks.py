@@ -12,7 +12,7 @@ import keras
 import numpy as np
 
 from mtl.errors import MtlError
-from mtl.training import checkpoints
+from mtl.training import _checkpoints as checkpoints
 from mtl.weighting import LossWeightSchedule
 
 

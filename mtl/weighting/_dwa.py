@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any, ClassVar
 
-from mtl.weighting.base import WeightingStrategy
+from mtl.weighting._base import WeightingStrategy
 
 
 def dwa_weights(previous: list[float], before: list[float], temperature: float) -> list[float]:

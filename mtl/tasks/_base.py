@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from mtl._schema import TaskConfigBase
-from mtl.data.labels import data_row, label_text, missing_mask
+from mtl.data._labels import data_row, label_text, missing_mask
 from mtl.errors import MtlError
 from mtl.layers import dense_stack
 
@@ -148,6 +148,12 @@ class Task:
     def show_in_app(cls, st: Any, name: str, entry: dict, result: Any, words: list[str]) -> None:
         """Show one predicted row (``result``: the table's row; ``words``: its text's words) in the Streamlit app."""
         st.metric(name, f"{result[name]:.6f}")
+
+    @classmethod
+    def read_app_output(cls, app: Any, name: str, entry: dict) -> dict[str, Any]:
+        """What ``show_in_app`` showed, read back from a ``streamlit.testing.v1.AppTest`` as table columns
+        (``{column: value}``, the columns of ``table_columns``); the harness in ``mtl.testing`` compares them."""
+        return {name: float(next(m.value for m in app.metric if m.label == name))}
 
     # ------------------------------------------------------------------ EDA (from the config and raw labels)
     @classmethod

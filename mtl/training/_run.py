@@ -1,7 +1,7 @@
 """A training run: config -> data -> model -> fit -> evaluation, in a run directory.
 
 The run directory holds ``config.yaml`` (resolved), ``history.csv``, ``checkpoints/`` (verified, see
-``mtl.training.checkpoints``), ``tensorboard/``, ``plots/``, ``model.keras`` and, last, ``metrics.json``: a run that
+``mtl.training._checkpoints``), ``tensorboard/``, ``plots/``, ``model.keras`` and, last, ``metrics.json``: a run that
 fails leaves no ``metrics.json``. One process at a time writes a run directory (an OS lock, ``.lock``). A run that
 fails before its first checkpoint leaves no directory; one that fails later can be continued with ``--resume``.
 """
@@ -24,17 +24,17 @@ from typing import Any
 import keras
 import pandas as pd
 
+import mtl.evaluation as run_plots  # called through the package, so tests may patch a plot
 from mtl._locks import DirectoryLock
 from mtl.config import Config, dump_config, load_config
 from mtl.data import PreparedData, load_data
 from mtl.errors import MtlError
 from mtl.evaluation import evaluate
-from mtl.evaluation import plots as run_plots
 from mtl.model import MultiTaskModel, build_model
 from mtl.tasks import Task
-from mtl.training import checkpoints
-from mtl.training.batches import to_dataset
-from mtl.training.callbacks import (
+from mtl.training import _checkpoints as checkpoints
+from mtl.training._batches import to_dataset
+from mtl.training._callbacks import (
     DivergenceGuard,
     EpochCheckpoint,
     LossWeightScheduler,
@@ -43,7 +43,7 @@ from mtl.training.callbacks import (
     WeightingEpochHooks,
     write_text_atomic,
 )
-from mtl.training.fingerprint import data_change, data_fingerprint, split_fingerprint
+from mtl.training._fingerprint import data_change, data_fingerprint, split_fingerprint
 from mtl.weighting import LossWeightSchedule
 
 log = logging.getLogger("mtl")

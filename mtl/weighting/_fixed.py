@@ -1,14 +1,14 @@
 """Fixed weights: each task's ``weight`` number or epoch schedule (the default).
 
 The weights are the model's non-trainable ``task_weights`` variables, assigned by
-``mtl.training.callbacks.LossWeightScheduler`` at the start of each epoch; nothing is learned.
+``mtl.training._callbacks.LossWeightScheduler`` at the start of each epoch; nothing is learned.
 """
 
 from __future__ import annotations
 
 from typing import ClassVar
 
-from mtl.weighting.base import WeightingStrategy
+from mtl.weighting._base import WeightingStrategy
 
 
 class FixedWeighting(WeightingStrategy):

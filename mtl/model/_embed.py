@@ -32,7 +32,7 @@ class SentenceEmbedder:
     def load(cls, model: str | Path | None = None, max_length: int = DEFAULT_MAX_LENGTH,
              batch_size: int = 32) -> SentenceEmbedder:
         """From a run directory (its trained text encoder), or a backbone preset / directory (default MiniLM)."""
-        from mtl.model.text import TextEncoder
+        from mtl.model._text import TextEncoder
 
         path = Path(str(model)) if model is not None else None
         if path is not None and (path / "model.keras").is_file():
@@ -46,7 +46,7 @@ class SentenceEmbedder:
                 raise MtlError(f"the model in {path} has no text input", where="--model")
             return cls(encoders[0], batch_size)
         from mtl.config import BackboneConfig
-        from mtl.model.backbones import load_backbone
+        from mtl.model._backbones import load_backbone
 
         backbone, tokenizer = load_backbone(BackboneConfig(preset=str(model) if model else "all-MiniLM-L6-v2"))
         return cls(TextEncoder(backbone, tokenizer, max_length=max_length, pooling="mean"), batch_size)

@@ -22,10 +22,10 @@ import numpy as np
 import orjson
 
 from mtl.errors import MtlError
+from mtl.serving._loader import LoadedModel
 from mtl.serving._monitoring import CONTENT_TYPE, METRICS_PATH, Metrics, RequestOutcome
 from mtl.serving._signature import call_signature, check_signature_name, prepare
 from mtl.serving._versions import ModelRegistry, ServingError
-from mtl.serving.loader import LoadedModel
 
 log = logging.getLogger("mtl.serve")
 

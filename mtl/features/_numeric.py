@@ -67,6 +67,10 @@ class NumericFeature(Feature):
     def app_input(self, container: Any) -> Any:
         return container.number_input(self.column, value=float(self.mean_), format="%.6g", key=f"in_{self.column}")
 
+    def fill_app_input(self, app: Any, value: Any) -> Any:
+        app.number_input(key=f"in_{self.column}").set_value(float(value))
+        return value
+
     @classmethod
     def eda_section(cls, frame: Any, columns: list[str], plots: Path) -> list[str]:
         """Summary statistics of each numeric feature and one grid of histograms."""

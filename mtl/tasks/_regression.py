@@ -11,9 +11,9 @@ import pandas as pd
 from sklearn import metrics as skm
 
 from mtl._schema import TaskConfigBase
-from mtl.data.labels import data_row, missing_mask
+from mtl.data._labels import data_row, missing_mask
 from mtl.features._values import CellError, number_value, shown
-from mtl.tasks.base import Task
+from mtl.tasks._base import Task
 
 
 class RegressionTaskConfig(TaskConfigBase):

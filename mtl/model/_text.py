@@ -1,7 +1,7 @@
 """``TextEncoder``: raw strings in, a pooled sentence vector and one vector per word out.
 
 The tokenizer runs inside the graph, so the model (and its SavedModel) takes raw text. A text is split
-on white space into words (the same split as ``mtl.data.text.split_words``), each word into word pieces,
+on white space into words (the same split as ``mtl.data._text.split_words``), each word into word pieces,
 and the pieces are cut into windows of ``max_length`` tokens (``[CLS] ... [SEP]``). With ``stride`` unset a
 text is truncated to its first window; with ``stride`` set, windows start every ``stride`` pieces until the
 text is covered, so a long document is read whole. Every batch is trimmed to its longest window, never
@@ -36,7 +36,9 @@ class TextEncoder(keras.layers.Layer):
         """``last_n_layers``: only the last n transformer blocks train (a saved model's backbone does not keep
         per-layer flags, so they are set again from it); None reads it off the backbone (``set_trainable``)."""
         super().__init__(**kwargs)
-        from mtl.model import backbones  # registers keras-hub's classes and mtl's tokenizer for deserialisation
+        from mtl.model import (
+            _backbones as backbones,  # registers keras-hub's classes and mtl's tokenizer for deserialisation
+        )
 
         if isinstance(backbone, dict):
             backbone = keras.saving.deserialize_keras_object(backbone)
@@ -146,7 +148,7 @@ class TextEncoder(keras.layers.Layer):
 
     def _sequence_output(self, inputs: dict[str, Any], training: bool) -> Any:
         """The backbone's ``sequence_output``, its frozen part in inference mode."""
-        from mtl.model import backbones
+        from mtl.model import _backbones as backbones
 
         views = self._backbone_views
         if "sequence" not in views:
@@ -173,7 +175,7 @@ class TextEncoder(keras.layers.Layer):
         )
 
     def get_config(self) -> dict:
-        from mtl.model.backbones import trained_last_layers
+        from mtl.model._backbones import trained_last_layers
 
         return {
             **super().get_config(),

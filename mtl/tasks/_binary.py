@@ -12,8 +12,8 @@ from pydantic import Field
 from sklearn import metrics as skm
 
 from mtl._schema import TaskConfigBase, UnseenLabels
-from mtl.data.labels import label_text, missing_mask
-from mtl.tasks.base import ClassificationTask
+from mtl.data._labels import label_text, missing_mask
+from mtl.tasks._base import ClassificationTask
 
 _DEFAULT_POSITIVES = ("1", "True", "true", "yes", "Yes", "y", "Y", "positive", "pos")
 
@@ -139,6 +139,13 @@ class BinaryTask(ClassificationTask):
     def show_in_app(cls, st: Any, name: str, entry: dict, result: Any, words: list[str]) -> None:
         st.metric(f"{name}: P({entry['classes'][1]})", f"{result[name]:.6f}", help=f"threshold {entry['threshold']}")
         st.write(f"{name} label: **{result[f'{name}_label']}**")
+
+    @classmethod
+    def read_app_output(cls, app: Any, name: str, entry: dict) -> dict[str, Any]:
+        label = f"{name}: P({entry['classes'][1]})"
+        shown = next(m.value for m in app.metric if m.label == label)
+        text = next(m.value for m in app.markdown if m.value.startswith(f"{name} label: **"))
+        return {name: float(shown), f"{name}_label": text[len(f"{name} label: **"):-2]}
 
     @classmethod
     def eda_section(cls, name: str, config: Any, labelled: pd.Series, plot: Path) -> list[str]:

@@ -75,6 +75,14 @@ class CategoricalFeature(Feature):
         choice = container.selectbox(self.column, shown, index=default, key=f"in_{self.column}")
         return None if choice == missing else choice
 
+    def fill_app_input(self, app: Any, value: Any) -> Any:
+        """The value's category if the box offers it, else the box's last choice (what the app then predicts on)."""
+        widget = app.selectbox(key=f"in_{self.column}")
+        options = list(widget.options)
+        chosen = category_text(value) if category_text(value) in options else options[-1]
+        widget.set_value(chosen)
+        return chosen
+
     @classmethod
     def eda_section(cls, frame: Any, columns: list[str], plots: Path) -> list[str]:
         """Cardinality, missing count and the 3 most frequent values of each categorical feature."""

@@ -76,8 +76,8 @@ class TextFeature(Feature):
 
     @classmethod
     def build_group(cls, features: list[Feature], inputs: dict[str, Any], model_config: Any) -> Encoded:
-        from mtl.model.backbones import load_backbone, set_trainable
-        from mtl.model.text import TextEncoder
+        from mtl.model._backbones import load_backbone, set_trainable
+        from mtl.model._text import TextEncoder
 
         (feature,) = features
         backbone, tokenizer = load_backbone(model_config.backbone)
@@ -102,10 +102,14 @@ class TextFeature(Feature):
 
         return st.text_area(self.column, key=f"in_{self.column}")
 
+    def fill_app_input(self, app: Any, value: Any) -> Any:
+        app.text_area(key=f"in_{self.column}").set_value(str(value))
+        return value
+
     @classmethod
     def eda_section(cls, frame: Any, columns: list[str], plots: Path) -> list[str]:
         """How many rows have text, and how long the texts are in white-space words."""
-        from mtl.data.text import split_words
+        from mtl.data._text import split_words
         from mtl.reporting import histograms, stats_table
 
         (column,) = columns

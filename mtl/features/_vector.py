@@ -98,6 +98,10 @@ class VectorFeature(Feature):
         return container.text_input(self.column, value=default, key=f"in_{self.column}",
                                     help=f"a JSON list of {self.width_} numbers")
 
+    def fill_app_input(self, app: Any, value: Any) -> Any:
+        app.text_input(key=f"in_{self.column}").set_value(json.dumps([float(v) for v in value]))
+        return value
+
     @classmethod
     def eda_section(cls, frame: Any, columns: list[str], plots: Path) -> list[str]:
         """Each vector column's width(s) and missing count."""

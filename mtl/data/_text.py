@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mtl.data.labels import data_row
+from mtl.data._labels import data_row
 from mtl.errors import MtlError
 
 __all__ = ["split_words", "text_column", "tag_list", "check_tag_counts"]

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import keras
 
-from mtl.weighting.base import WeightingStrategy, flatten, unflatten
+from mtl.weighting._base import WeightingStrategy, flatten, unflatten
 
 
 def cagrad_direction(gradients: list[Any], c: float, steps: int = 100, rate: float = 0.5) -> tuple[Any, Any]:

@@ -18,11 +18,11 @@ import numpy as np
 import pandas as pd
 
 from mtl._schema import TaskConfigBase, UnseenLabels
-from mtl.data.labels import data_row
-from mtl.data.text import check_tag_counts, tag_list
+from mtl.data._labels import data_row
+from mtl.data._text import check_tag_counts, tag_list
 from mtl.errors import MtlError
 from mtl.layers import dense_stack
-from mtl.tasks.base import Task
+from mtl.tasks._base import Task
 
 log = logging.getLogger("mtl")
 
@@ -205,6 +205,12 @@ class TaggingTask(Task):
         words = words[:len(result[name])]
         st.write(f"{name}:")
         st.dataframe(pd.DataFrame({"word": words, "tag": result[name][:len(words)]}), hide_index=True)
+
+    @classmethod
+    def read_app_output(cls, app: Any, name: str, entry: dict) -> dict[str, Any]:
+        """The tags shown, one per word of the text (the app shows as many as the text has words)."""
+        table = next(d.value for d in app.dataframe if list(d.value.columns) == ["word", "tag"])
+        return {name: [str(t) for t in table["tag"]]}
 
     # ------------------------------------------------------------------ EDA
     @classmethod

@@ -12,7 +12,7 @@ import logging
 import numpy as np
 import pandas as pd
 
-from mtl.data.prepare import SplitData
+from mtl.data._prepare import SplitData
 from mtl.errors import MtlError
 
 log = logging.getLogger("mtl")

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 import keras
 
-from mtl.weighting.base import WeightingStrategy
+from mtl.weighting._base import WeightingStrategy
 
 
 class RandomLossWeighting(WeightingStrategy):

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from mtl.errors import MtlError
-from mtl.export.savedmodel import METADATA_FILE
+from mtl.export._savedmodel import METADATA_FILE
 from mtl.features import Feature, feature_from_config, features_from_signature
 
 SIGNATURE = "serving_default"

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from mtl.errors import MtlError
-from mtl.serving.loader import load
+from mtl.serving._loader import load
 
 
 def read_rows(input_path: str | None, row: str | None) -> tuple[Any, str]:

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import keras
 
 from mtl.errors import MtlError
-from mtl.weighting.base import WeightingStrategy, flatten
+from mtl.weighting._base import WeightingStrategy, flatten
 
 
 def _layer_name(variable: Any) -> str:

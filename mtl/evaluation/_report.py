@@ -8,13 +8,13 @@ import numpy as np
 
 from mtl.data import SplitData
 from mtl.tasks import Task, decode_hierarchy
-from mtl.tasks.hierarchy import consistency
+from mtl.tasks._hierarchy import consistency
 
 
 def predict(model: Any, split: SplitData, batch_size: int = 1024) -> dict[str, np.ndarray]:
     """The model's raw outputs on every row of ``split``, keyed by task. Per-word outputs (tagging) are as wide as
     the longest text of the split, zero-padded (a batch is only as wide as its own longest text)."""
-    from mtl.model.multitask import _concatenate
+    from mtl.model._multitask import _concatenate
 
     if len(split) == 0:
         return {name: np.zeros((0,) + tuple(d or 0 for d in out.shape[1:]), "float32")

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from mtl.data.labels import data_row, label_text, missing_mask
+from mtl.data._labels import data_row, label_text, missing_mask
 from mtl.errors import MtlError
 from mtl.features import Feature, build_features
 
@@ -153,7 +153,7 @@ def prepare(frame: pd.DataFrame, config: Any, tasks: dict[str, LabelCodec], sour
         if cfg.label_fraction < 1.0:
             _keep_fraction(train, name, cfg.label_fraction, seed)
     if config.training.smote is not None:
-        from mtl.data.resample import smote_resample
+        from mtl.data._resample import smote_resample
 
         smote = config.training.smote
         numeric = [c for c, v in train.features.items() if v.ndim == 1 and v.dtype.kind == "f"]

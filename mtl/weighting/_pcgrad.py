@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 import keras
 
-from mtl.weighting.base import WeightingStrategy, flatten, unflatten
+from mtl.weighting._base import WeightingStrategy, flatten, unflatten
 
 
 def project_conflicting(gradients: list[Any]) -> list[Any]:
