@@ -105,12 +105,22 @@ def _parser() -> argparse.ArgumentParser:
                        help="a connection with no request in progress is closed after this time (default 15 s)")
     serve.add_argument("--max_connections", type=int,
                        help="open HTTP connections at most; more get HTTP 503 (default: half the open-file limit)")
+    # --debug before or after the command (a subcommand's default would overwrite the top level's: suppressed)
+    parser.add_argument("--debug", action="store_true", help="show TensorFlow's start-up and log lines")
+    for command in commands.choices.values():
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help="show TensorFlow's start-up and log lines")
     return parser
 
 
-def _quiet_tensorflow() -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+def _quiet_tensorflow(debug: bool) -> None:
+    """Import TensorFlow without its start-up lines (``mtl._progress``); ``--debug`` shows them and TF's logs."""
+    if debug:
+        return
     warnings.filterwarnings("ignore", module="keras")
+    from mtl._progress import quiet_tensorflow_startup
+
+    quiet_tensorflow_startup()
 
 
 class Terminated(KeyboardInterrupt):
@@ -124,7 +134,7 @@ def _raise_terminated(signum: int, frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="mtl: %(message)s", stream=sys.stderr)
-    _quiet_tensorflow()
+    _quiet_tensorflow(args.debug)
     try:
         previous = signal.signal(signal.SIGTERM, _raise_terminated)
     except ValueError:  # not the main thread (main() called from a worker thread): leave SIGTERM alone
