@@ -271,7 +271,8 @@ class TrainingConfig(_Strict):
     smote: SmoteConfig | None = None
     steps_per_execution: int = Field(16, ge=1)
     jit_compile: bool = False
-    verbose: Literal[0, 1, 2] = 2
+    verbose: Literal["auto", 0, 1, 2] = Field(
+        "auto", description="progress: 0 none, 1 a bar per epoch, 2 one line per epoch; auto: 1 on a terminal, else 2")
     weighting: WeightingConfig = WeightingConfig()
     mixed_precision: Literal["float32", "mixed_bfloat16", "mixed_float16"] = "float32"
     bucket_by_length: bool = Field(False, description="text: batch training rows of similar length together")

@@ -271,7 +271,8 @@ def _run_trials(study: optuna.Study, dimensions: list[_Dimension], raw: dict, so
             params = {d.key: d.suggest(trial) for d in dimensions}
             config = _trial_config(raw, params, f"{source}: trial {trial.number}")
             config.output.export = None  # trials do not export; best_config.yaml keeps output.export
-            log.info("trial %d: %s", trial.number, ", ".join(f"{k}={_yaml_text(v)}" for k, v in params.items()))
+            log.info("trial %d of %d (number %d): %s", len(_finished(study)) + 1, trials, trial.number,
+                     ", ".join(f"{k}={_yaml_text(v)}" for k, v in params.items()))
             train(config, run_dir)
             value = _read_objective(run_dir, *objective)
         except MtlError as exc:

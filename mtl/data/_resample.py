@@ -12,6 +12,7 @@ import logging
 import numpy as np
 import pandas as pd
 
+from mtl._progress import stage
 from mtl.data._prepare import SplitData
 from mtl.errors import MtlError
 
@@ -49,7 +50,8 @@ def smote_resample(
     else:
         sampler = SMOTE(**kwargs)
     try:
-        resampled, y_new = sampler.fit_resample(table, y)
+        with stage(f"SMOTE on {task}: {len(table):,} labelled training rows"):
+            resampled, y_new = sampler.fit_resample(table, y)
     except ValueError as exc:
         raise MtlError(str(exc).splitlines()[0], where="training.smote") from None
     new = resampled.iloc[len(table):]

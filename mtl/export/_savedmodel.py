@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mtl._locks import export_lock
+from mtl._progress import stage
 from mtl.errors import MtlError
 
 METADATA_FILE = "mtl_metadata.json"
@@ -91,7 +92,8 @@ def export_model(model: Any, base_path: str | Path, name: str, version: int | No
         raise MtlError(f"the version must be a positive integer, not {version}", where="--version")
     model_dir = Path(base_path) / name
     model_dir.mkdir(parents=True, exist_ok=True)
-    with export_lock(model_dir):  # one export of a base at a time; dead exports' .tmp-* folders are removed
+    # one export of a base at a time; dead exports' .tmp-* folders are removed
+    with export_lock(model_dir), stage(f"exporting to {model_dir}"):
         return _export_version(model, model_dir, name, version, source)
 
 

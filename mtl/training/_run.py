@@ -44,6 +44,7 @@ from mtl.training._callbacks import (
     write_text_atomic,
 )
 from mtl.training._fingerprint import data_change, data_fingerprint, split_fingerprint
+from mtl.training._progress import EpochLine, fit_verbosity
 from mtl.weighting import LossWeightSchedule
 
 log = logging.getLogger("mtl")
@@ -293,11 +294,14 @@ def _run(config: Config, data: PreparedData, tasks: dict[str, Task], path: Path,
             checkpoints.truncate_history(path / "history.csv", initial_epoch)
             log.info("resuming %s after epoch %d of %d", path, initial_epoch, t.epochs)
         if initial_epoch < t.epochs and not stopped:
+            verbose = fit_verbosity(t.verbose)
+            if verbose == 2:
+                callbacks.append(EpochLine(t.epochs))
             model.fit(
                 to_dataset(data.train, t.batch_size, shuffle=True, seed=config.seed,
                            bucket_by=data.words_column if t.bucket_by_length else None, first_epoch=initial_epoch),
                 validation_data=to_dataset(data.val, t.batch_size) if has_val else None,
-                epochs=t.epochs, initial_epoch=initial_epoch, callbacks=callbacks, verbose=t.verbose,
+                epochs=t.epochs, initial_epoch=initial_epoch, callbacks=callbacks, verbose=1 if verbose == 1 else 0,
                 shuffle=False)  # the dataset draws each epoch's order from (seed, epoch)
         elif early is not None and early.restored_weights:
             model.set_weights(early.best_weights)  # what fit's end would have done: killed after the last epoch
