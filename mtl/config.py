@@ -1,7 +1,8 @@
 """The run configuration: a validated pydantic schema, YAML loading and ``--set`` overrides.
 
-Every key is documented in the README. Errors name the file and the key path, and an unknown key
-comes with the nearest valid one, e.g. ``my.yaml: tasks.income.tpye: unknown key (did you mean 'type'?)``.
+Every key is documented in docs/config-reference.md, generated from this schema (docs/gen_config_reference.py):
+a field's ``description`` is its meaning there. Errors name the file and the key path, and an unknown key comes
+with the nearest valid one, e.g. ``my.yaml: tasks.income.tpye: unknown key (did you mean 'type'?)``.
 Task types and feature kinds own their keys: ``tasks.<name>`` is the union of the registered types'
 ``config_class`` (``mtl.tasks``), ``data.features`` has one key per registered kind (``mtl.features``).
 A config file larger than ``MAX_CONFIG_BYTES`` or expanding (through YAML aliases) to more than

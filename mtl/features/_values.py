@@ -3,7 +3,7 @@ gRPC body, the app form) becomes a value the model takes.
 
 Readers hand over cells as they are written (CSV/TSV cells as text, never with pandas' type inference); every
 feature kind parses them with the functions below, so training, ``mtl predict``, ``mtl serve`` and the app cannot
-disagree. The rule, as the README documents it:
+disagree. The rule, as docs/tabular-and-text.md documents it:
 
 - **Missing**: ``None`` / JSON ``null``, a float NaN, and the texts in ``MISSING_TEXTS`` after stripping white space.
 - **Categories** (``category_text``): text as written with surrounding white space stripped (``01002`` stays
