@@ -42,11 +42,16 @@ def test_train_process_is_quiet_prints_one_line_per_epoch_and_its_export(tmp_pat
     assert f"exporting to {tmp_path / 'exports' / 'adult'}: done in" in done.stderr
 
 
-def test_debug_shows_tensorflow_startup_lines(tmp_path, slice_csv):
-    config = write_yaml(tmp_path / "c.yaml", tiny_config(str(slice_csv)))
-    done = run_mtl("eda", "--config", str(config), "--out", str(tmp_path / "eda"), "--debug")
-    assert done.returncode == 0, done.stderr
-    assert "absl::InitializeLog" in done.stderr
+@pytest.mark.parametrize("debug", [False, True])
+def test_run_training_is_quiet_unless_debug(tmp_path, debug):
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    argv = ["--debug"] * debug + ["--config", str(tmp_path / "missing.yaml")]
+    done = subprocess.run([sys.executable, "-m", "run_training", *argv], capture_output=True, text=True, cwd=ROOT,
+                          env={**env, "PYTHONPATH": str(ROOT)}, timeout=300)
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[-1] == f"error: config file not found: {tmp_path / 'missing.yaml'}"
+    noise = [line for line in done.stderr.splitlines() if STARTUP_NOISE.search(line)]
+    assert bool(noise) == debug  # TensorFlow is imported either way: its lines show only with --debug
 
 
 def test_auto_verbosity_is_a_bar_on_a_terminal_and_lines_elsewhere(monkeypatch):
