@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 RUN_DIR ?= runs/default-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: install train test test-fast lint eda clean
+.PHONY: install train test test-fast lint eda docs clean
 
 $(STAMP): requirements.txt requirements-data.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,5 +32,9 @@ test-fast: $(STAMP)  ## the edit loop: every test but the slow real-data and rea
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
+docs: $(STAMP)  ## regenerate the config reference, build the site into site/ (warnings are errors)
+	$(PY) docs/gen_config_reference.py
+	$(VENV)/bin/mkdocs build --strict
+
 clean:
-	rm -rf runs $(VENV)
+	rm -rf runs site $(VENV)
