@@ -30,6 +30,8 @@ class EpochLine(keras.callbacks.Callback):
         self._start = time.perf_counter()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        shown = [f"{key} {float(value):.4g}" for key, value in (logs or {}).items() if not key.endswith("_weight")]
+        logs = {k: v for k, v in (logs or {}).items() if not k.endswith("_weight")}
+        order = sorted(logs, key=lambda k: (k.startswith("val_"), k.removeprefix("val_") != "loss", k))
+        shown = [f"{key} {float(logs[key]):.4g}" for key in order]  # loss first, then the rest, then val_ alike
         line = " - ".join([f"epoch {epoch + 1}/{self.epochs}", f"{time.perf_counter() - self._start:.1f} s", *shown])
         print(line, flush=True)
