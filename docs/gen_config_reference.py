@@ -228,10 +228,15 @@ def config_reference() -> str:
     used: set[str] = set()
     _sections(Config, "", general, used)
     task_sections: dict[str, list[tuple]] = {}
+    intros: dict[str, str] = {}  # a task type's losses and metrics, read from its class
     for type_name, cls in TASK_TYPES.items():
         found: dict[str, list[tuple]] = {}
         _sections(cls.config_class, "tasks.<name>", found, used)
-        task_sections[f"tasks.<name> (type: {type_name})"] = found.pop("tasks.<name>")
+        title = f"tasks.<name> (type: {type_name})"
+        task_sections[title] = found.pop("tasks.<name>")
+        intros[title] = (f"Losses: {', '.join(f'`{n}`' for n in cls.losses)} (default `{cls.default_loss}`). "
+                         f"Metrics: {', '.join(f'`{n}`' for n in cls.metric_names())} (default "
+                         f"{', '.join(f'`{n}`' for n in cls.default_metrics)}).")
         for key, rows in found.items():
             task_sections.setdefault(key, rows)
     sections: dict[str, list[tuple]] = {}  # the tasks' sections right after data's
@@ -257,7 +262,8 @@ def config_reference() -> str:
     for title, rows in sections.items():
         if not rows:
             continue
-        lines += [f"## `{title}`", "", "| key | type | default | meaning |", "|---|---|---|---|"]
+        lines += [f"## `{title}`", ""] + ([intros[title], ""] if title in intros else [])
+        lines += ["| key | type | default | meaning |", "|---|---|---|---|"]
         lines += [f"| `{key}` | {kind} | {default} | {meaning} |" for key, kind, default, meaning in rows]
         lines.append("")
     return "\n".join(lines)
