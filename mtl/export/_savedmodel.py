@@ -39,11 +39,15 @@ def _is_version(name: str) -> bool:
 
 def metadata_of(model: Any) -> dict:
     """The export metadata of a ``MultiTaskModel``: its features (each feature's config: column, signature input
-    name, kind and fitted state) and tasks (each task type's ``export_metadata``), read by attribute."""
+    name, kind and fitted state) and tasks (each task type's ``export_metadata`` and its fitted config), read by
+    attribute."""
     return {
         "features": [feature.get_config() for feature in model.features.values()],
         "input_names": {feature.column: feature.input_name for feature in model.features.values()},
         "tasks": {name: task.export_metadata() for name, task in model.tasks.items()},
+        # each task's fitted config (label column, metrics, classes, threshold, ...): what ``mtl evaluate`` of an
+        # export scores with, and the label columns ``mtl predict`` recognises
+        "task_configs": {name: task.get_config() for name, task in model.tasks.items()},
     }
 
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import keras
 import pandas as pd
+import yaml
 
 import mtl.evaluation as run_plots  # called through the package, so tests may patch a plot
 from mtl._locks import DirectoryLock
@@ -340,6 +341,10 @@ def _run(config: Config, data: PreparedData, tasks: dict[str, Task], path: Path,
             metrics["data_changed"] = record["data_changed"]
         if chosen:
             metrics["chosen_on_val"] = chosen
+        counts = run_plots.parameter_counts(model)
+        run_plots.write_model_summary(model, path / "model_summary.txt")
+        run_plots.log_hparams(yaml.safe_load(dump_config(config)), metrics, path / "tensorboard" / "hparams",
+                              counts["total"])
         write_text_atomic(path / "metrics.json", json.dumps(metrics, indent=2, default=float))
     except (Exception, KeyboardInterrupt) as exc:
         kept_epoch = max(kept_epoch, checkpoint.epochs_saved if "checkpoint" in locals() else 0)
