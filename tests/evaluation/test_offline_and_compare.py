@@ -137,5 +137,7 @@ def test_a_run_records_model_summary_and_hparams(exported_model: dict) -> None:
     tags = events.Tags()["tensors"]
     assert "_hparams_/session_start_info" in tags and "test/income/auc" in tags
     expected = json.loads((run / "metrics.json").read_text())["test"]["income"]["auc"]
-    value = float(np.asarray(events.Tensors("test/income/auc")[0].tensor_proto.float_val)[0])
+    import tensorflow as tf
+
+    value = float(tf.make_ndarray(events.Tensors("test/income/auc")[0].tensor_proto))
     assert value == pytest.approx(expected, rel=1e-6)
