@@ -218,6 +218,7 @@ def _split_rows(frame: pd.DataFrame, config: Any, tasks: dict[str, LabelCodec],
         task = tasks[split.stratify]
         strata = np.where(present[split.stratify], frame[task.column].astype(str).to_numpy(), "<missing>")
     held = split.val + split.test
+    warned: list[bool] = []
 
     def cut(idx: np.ndarray, size: float, labels: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         if size <= 0:
@@ -227,7 +228,9 @@ def _split_rows(frame: pd.DataFrame, config: Any, tasks: dict[str, LabelCodec],
         except ValueError as exc:
             if labels is None:
                 raise MtlError(f"cannot split {len(idx)} rows: {exc}", where="data.split") from None
-            log.warning("stratified split not possible (%s); splitting at random", exc)
+            if not warned:  # the second cut (val/test) would fail for the same reason: say it once
+                log.warning("stratified split not possible (%s); splitting at random", exc)
+                warned.append(True)
             return train_test_split(idx, test_size=size, random_state=config.seed)
 
     train, rest = cut(positions, held, strata)

@@ -83,9 +83,8 @@ def evaluate_file(model_path: str | Path, data_path: str | Path, out_dir: str | 
     """Score ``model_path`` (a run directory or an export) on the labelled file ``data_path``; write
     ``out_dir/metrics.json`` and the tasks' plots in ``out_dir/plots``."""
     from mtl.data import prepare_labelled, read_table
-    from mtl.tasks import decode_hierarchy
-
     from mtl.serving import versions
+    from mtl.tasks import decode_hierarchy
 
     path = Path(model_path)
     if (path / "model.keras").is_file():

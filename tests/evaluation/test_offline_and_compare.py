@@ -94,7 +94,8 @@ def _variant(run: Path, target: Path, factor: float, learning_rate: float) -> Pa
     """A copy of ``run`` whose test metrics are multiplied by ``factor`` and whose learning rate differs."""
     shutil.copytree(run, target, ignore=shutil.ignore_patterns("tensorboard", "checkpoints", "plots", "*.keras"))
     metrics = json.loads((target / "metrics.json").read_text())
-    metrics["test"] = {t: {m: (v if m == "n" else v * factor) for m, v in s.items()} for t, s in metrics["test"].items()}
+    metrics["test"] = {task: {m: (v if m == "n" else v * factor) for m, v in scores.items()}
+                       for task, scores in metrics["test"].items()}
     (target / "metrics.json").write_text(json.dumps(metrics))
     config = yaml.safe_load((target / "config.yaml").read_text())
     config["training"]["learning_rate"] = learning_rate
