@@ -8,11 +8,14 @@ Why a temporary folder and a rename: a server polling ``base_path/name`` must ne
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import re
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +89,21 @@ def _serving_module(model: Any) -> Any:
     return module
 
 
+@contextlib.contextmanager
+def _quiet_tensorflow_logger() -> Iterator[None]:
+    """Hold back TensorFlow's Python-logger lines below ERROR: saving logs internal tensor renamings and the
+    temporary folder's name, which mean nothing to a user and name a folder that is renamed right after."""
+    loggers = [logging.getLogger(name) for name in ("tensorflow", "absl")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
 def export_model(model: Any, base_path: str | Path, name: str, version: int | None = None,
                  source: str | None = None) -> Path:
     """Export a trained ``MultiTaskModel`` to ``base_path/name/<version>``; returns the version folder."""
@@ -121,7 +139,8 @@ def _export_version(model: Any, model_dir: Path, name: str, version: int | None,
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         module = _serving_module(model)
-        tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.serve})
+        with _quiet_tensorflow_logger():  # "... will be renamed ...", "Assets written to: <temporary folder>"
+            tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.serve})
         (tmp / "assets").mkdir(exist_ok=True)
         (tmp / "assets" / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
         os.rename(tmp, final)
