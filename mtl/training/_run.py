@@ -220,6 +220,19 @@ def _mode(monitor: str, mode: str = "auto") -> str:
     return "min" if monitor.endswith(_LOWER_IS_BETTER) else "max"
 
 
+def _save_without_optimizer(model: MultiTaskModel, target: Path) -> None:
+    """``model.keras`` for prediction and export: the weights without the optimizer's state (Adam's two moments
+    would triple a text model's file), which ``--resume`` reads from the checkpoints instead."""
+    tmp_model = target.with_name(".model.tmp.keras")
+    optimizer = model.optimizer
+    model.optimizer = None
+    try:
+        model.save(tmp_model)
+    finally:
+        model.optimizer = optimizer
+    os.replace(tmp_model, target)
+
+
 def _optimizer(config: Config, steps_per_epoch: int) -> keras.optimizers.Optimizer:
     t = config.training
     learning_rate: Any = t.learning_rate
@@ -311,9 +324,7 @@ def _run(config: Config, data: PreparedData, tasks: dict[str, Task], path: Path,
             model.set_tasks(tasks)
             for name, choice in chosen.items():
                 log.info("%s: chosen on the validation split: %s", name, choice)
-        tmp_model = path / ".model.tmp.keras"
-        model.save(tmp_model)
-        os.replace(tmp_model, path / "model.keras")
+        _save_without_optimizer(model, path / "model.keras")
 
         history = pd.read_csv(path / "history.csv")
         best_epoch = early.best_epoch + 1 if early is not None and early.restored_weights else None
