@@ -223,7 +223,10 @@ class BinaryTask(ClassificationTask):
         return save_figure(fig, out / f"roc_{self.name}.png")
 
     def export_metadata(self) -> dict:
-        return {**super().export_metadata(), "threshold": self.decision_threshold}
+        entry = {**super().export_metadata(), "threshold": self.decision_threshold}
+        if not isinstance(self.threshold, int | float):
+            entry["threshold_optimize"] = self.threshold["optimize"]  # how the threshold was chosen on validation
+        return entry
 
     def serving_outputs(self, output: Any, word_counts: Any | None) -> dict[str, Any]:
         """``<task>_label``: the class at the decision threshold, ``[batch, 1]`` strings, so a TF Serving client
@@ -243,7 +246,10 @@ class BinaryTask(ClassificationTask):
 
     @classmethod
     def show_in_app(cls, st: Any, name: str, entry: dict, result: Any, words: list[str]) -> None:
-        st.metric(f"{name}: P({entry['classes'][1]})", f"{result[name]:.6f}", help=f"threshold {entry['threshold']}")
+        rule = entry.get("threshold_optimize")
+        how = f", chosen on the validation split by {rule}" if rule else ""
+        st.metric(f"{name}: P({entry['classes'][1]})", f"{result[name]:.6f}",
+                  help=f"{entry['classes'][1]} from probability {entry['threshold']:.4g}{how}")
         st.write(f"{name} label: **{result[f'{name}_label']}**")
 
     @classmethod
