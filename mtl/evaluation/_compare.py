@@ -135,7 +135,7 @@ def compare_runs(run_dirs: list[str | Path], baseline_dirs: list[str | Path] | N
         for task, scores in run.test.items():
             for metric, value in scores.items():
                 rows.setdefault(f"{task}.{metric}", {})[name] = value
-    metrics = pd.DataFrame.from_dict(rows, orient="index").reindex(columns=names)
+    metrics = pd.DataFrame.from_dict(rows, orient="index", dtype=object).reindex(columns=names)
     baseline = None
     if baselines:
         merged = _merged_baseline(baselines)
