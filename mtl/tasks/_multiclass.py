@@ -108,15 +108,22 @@ class MulticlassTask(ClassificationTask):
         k = len(self.classes_)
         table = {
             "accuracy": lambda: skm.accuracy_score(y_true, hard),
-            # scikit-learn reads two columns of scores as a binary problem: with two classes top-k is accuracy (k=1)
-            "top_k_accuracy": lambda: skm.top_k_accuracy_score(y_true, probs, k=min(self.top_k, k),
-                                                               labels=np.arange(k)) if k > 2 else (
-                skm.accuracy_score(y_true, hard) if self.top_k == 1 else 1.0),
+            "top_k_accuracy": lambda: self._top_k_accuracy(y_true, probs),
             "macro_f1": lambda: skm.f1_score(
                 y_true, hard, average="macro", labels=np.arange(len(self.classes_)), zero_division=0
             ),
         }
         return {m: float(table[m]()) for m in self.metrics}
+
+    def _top_k_accuracy(self, y_true: np.ndarray, probs: np.ndarray) -> float:
+        """The fraction of rows whose class is among the ``top_k`` likeliest (1 when ``top_k`` covers every class;
+        scikit-learn reads two columns of scores as a binary problem, so two classes with ``top_k`` 1 is accuracy)."""
+        k = len(self.classes_)
+        if self.top_k >= k:
+            return 1.0
+        if k == 2:
+            return float(skm.accuracy_score(y_true, probs.argmax(axis=-1)))
+        return float(skm.top_k_accuracy_score(y_true, probs, k=self.top_k, labels=np.arange(k)))
 
     def plot(self, y_true: np.ndarray, y_pred: np.ndarray, out: Path) -> Path | None:
         """The confusion matrix normalised by true class (each row sums to 1: the recall of each class on the
