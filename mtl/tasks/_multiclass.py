@@ -105,7 +105,6 @@ class MulticlassTask(ClassificationTask):
     def evaluate(self, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
         probs = np.asarray(y_pred)
         hard = probs.argmax(axis=-1)
-        k = len(self.classes_)
         table = {
             "accuracy": lambda: skm.accuracy_score(y_true, hard),
             "top_k_accuracy": lambda: self._top_k_accuracy(y_true, probs),
