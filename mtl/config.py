@@ -481,7 +481,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     if not isinstance(raw, dict):
         raise MtlError("the config must be a mapping of keys to values", where=str(path))
     raw = apply_overrides(raw, overrides or [])
-    return config_from_dict(raw, source=str(path))
+    return config_from_dict(raw, source=str(path), overrides=overrides)
 
 
 def read_yaml(text: str, where: str) -> Any:
@@ -553,18 +553,35 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return raw
 
 
-def config_from_dict(raw: dict, source: str = "config") -> Config:
-    """Validate a plain dict; the first error becomes one ``MtlError`` line naming the key path."""
+def config_from_dict(raw: dict, source: str = "config", overrides: list[str] | None = None) -> Config:
+    """Validate a plain dict; the first error becomes one ``MtlError`` line naming the key path, and the
+    ``--set KEY=VALUE`` override (of ``overrides``) that set that key rather than ``source`` when one did."""
     try:
         return Config.model_validate(raw)
     except ValidationError as exc:
-        raise MtlError(_describe(_most_telling(exc.errors()), raw), where=source) from None
+        error = _most_telling(exc.errors())
+        message = _describe(error, raw)
+        path = ".".join(str(p) for p in _clean_loc(error["loc"], raw)[1])
+        blamed = next((item for item in overrides or [] if _override_sets(item, path, message)), None)
+        raise MtlError(message, where=f"--set {blamed}" if blamed else source) from None
+
+
+def _override_sets(item: str, path: str, message: str) -> bool:
+    """Whether the override ``item`` (``key=value``) set the key an error is about (at, above or below ``path``,
+    or named in a cross-reference error's message)."""
+    key = item.partition("=")[0].strip()
+    if not key:
+        return False
+    if path:
+        return path == key or path.startswith(f"{key}.") or key.startswith(f"{path}.")
+    return message.startswith(f"{key}:") or f" {key}" in message or message.startswith(key)
 
 
 def _most_telling(errors: list[dict]) -> dict:
     """Of a union's errors, prefer the member the input was meant for (a mapping is not a number)."""
     for error in errors:
-        mismatch = isinstance(error.get("input"), dict) and error["type"].endswith(("_type", "_parsing"))
+        mismatch = isinstance(error.get("input"), dict) and (error["type"].endswith(("_type", "_parsing"))
+                                                             or error["type"].startswith("literal"))
         if not mismatch:
             return error
     return errors[0]
@@ -617,7 +634,9 @@ def _clean_loc(loc: tuple, raw: dict) -> tuple[tuple, list]:
             kept.append(part)
         elif isinstance(part, str) and (part in TASK_TYPE_NAMES or "[" in part
                                         or part in ("float", "int", "str", "bool", "WeightSchedule", "none",
-                                                    "LastLayers")):
+                                                    "LastLayers")
+                                        or part.startswith("constrained-")
+                                        or (part[:1].isupper() and part.isidentifier())):  # a model's class name
             continue  # a union member's name, not a key
         else:
             shown.append(part)

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from mtl.data._prepare import PreparedData, SplitData, prepare
+from mtl.data._prepare import PreparedData, SplitData, prepare, prepare_labelled
 from mtl.data._sources import DATASETS, READERS, read_table
 from mtl.data._text import split_words
 
-__all__ = ["DATASETS", "READERS", "PreparedData", "SplitData", "load_data", "prepare", "read_table", "split_words"]
+__all__ = ["DATASETS", "READERS", "PreparedData", "SplitData", "load_data", "prepare", "prepare_labelled", "read_table",
+           "split_words"]
 
 
 def load_data(config: Any) -> tuple[PreparedData, dict[str, Any]]:

@@ -218,6 +218,7 @@ def _split_rows(frame: pd.DataFrame, config: Any, tasks: dict[str, LabelCodec],
         task = tasks[split.stratify]
         strata = np.where(present[split.stratify], frame[task.column].astype(str).to_numpy(), "<missing>")
     held = split.val + split.test
+    warned: list[bool] = []
 
     def cut(idx: np.ndarray, size: float, labels: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         if size <= 0:
@@ -227,7 +228,9 @@ def _split_rows(frame: pd.DataFrame, config: Any, tasks: dict[str, LabelCodec],
         except ValueError as exc:
             if labels is None:
                 raise MtlError(f"cannot split {len(idx)} rows: {exc}", where="data.split") from None
-            log.warning("stratified split not possible (%s); splitting at random", exc)
+            if not warned:  # the second cut (val/test) would fail for the same reason: say it once
+                log.warning("stratified split not possible (%s); splitting at random", exc)
+                warned.append(True)
             return train_test_split(idx, test_size=size, random_state=config.seed)
 
     train, rest = cut(positions, held, strata)
@@ -269,3 +272,37 @@ def _keep_fraction(train: SplitData, task: str, fraction: float, seed: int) -> N
     train.weights[task][drop] = 0.0
     train.labels[task][drop] = 0
     log.info("label_fraction: kept %s labels on %d of %d training rows", task, n_keep, len(labelled))
+
+
+def prepare_labelled(frame: pd.DataFrame, features: dict[str, Feature], tasks: dict[str, LabelCodec],
+                     source: str = "data") -> SplitData:
+    """One labelled table as a split, for fitted ``features`` and ``tasks`` (a trained model's): every feature
+    column parsed by its kind's parser and every label encoded by its task, as ``prepare`` does for the test split
+    (rows without text are dropped; a task whose column is absent is left unlabelled, logged)."""
+    missing = [c for c in features if c not in frame.columns]
+    if missing:
+        hint = difflib.get_close_matches(missing[0], [str(c) for c in frame.columns], n=1)
+        tail = f" (did you mean {hint[0]!r}?)" if hint else ""
+        raise MtlError(f"input column(s) {missing} not found{tail}; the model takes {list(features)}", where=source)
+    labelled = [t for t in tasks.values() if t.column in frame.columns]
+    if not labelled:
+        raise MtlError(f"no label column of the model's tasks ({', '.join(t.column for t in tasks.values())}) is "
+                       "in the data", where=source)
+    for task in tasks.values():
+        if task not in labelled:
+            log.info("%s: column %r is not in %s; the task is not scored", task.name, task.column, source)
+    parsed = {c: f.parse(frame[c].to_numpy(), where=f"data.features.{f.kind} ({source})") for c, f in features.items()}
+    words = next((c for c, f in features.items() if f.provides_words), None)
+    if words is not None:
+        keep = _rows_with_text(frame, words, source)
+        frame, parsed = frame[keep], {c: v[keep] for c, v in parsed.items()}
+    for task in labelled:
+        task.check_rows(frame, words)
+    labels, weights = {}, {}
+    for name, task in tasks.items():
+        if task in labelled:
+            y, present = task.encode(frame[task.column])
+        else:
+            y, present = task.encode(pd.Series([None] * len(frame), index=frame.index, dtype=object))
+        labels[name], weights[name] = y, present.astype("float32")
+    return SplitData(parsed, labels, weights, frame.index.to_numpy())

@@ -58,3 +58,16 @@ def evaluate_split(tasks: dict[str, Task], split: SplitData, predictions: dict[s
                                                     np.asarray(predictions[name]))
         report[name] = {**scores, "n": int(rows.sum())}
     return report
+
+
+def choose_on_validation(tasks: dict[str, Task], split: SplitData, predictions: dict[str, np.ndarray]) -> dict:
+    """Let each task choose what it decides after training (``Task.choose_on_validation``, e.g. a binary task's
+    threshold) on the labelled rows of ``split`` (the validation split); ``{task: what was chosen}``."""
+    decoded = decode_hierarchy(tasks, predictions)
+    chosen = {}
+    for name, task in tasks.items():
+        rows = split.labelled(name)
+        choice = task.choose_on_validation(split.labels[name][rows], np.asarray(decoded[name])[rows])
+        if choice:
+            chosen[name] = choice
+    return chosen

@@ -347,8 +347,9 @@ def create_app(base_path: str | Path | None = None, model_name: str | None = Non
                    max_request_bytes=max_request_bytes, max_header_bytes=max_header_bytes)
 
 
-def _check_port_free(host: str, port: int) -> None:
-    """A taken REST port is a one-line error before any model loads (uvicorn would only log it and exit 1)."""
+def _check_port_free(host: str, port: int, where: str = "--rest_api_port") -> None:
+    """A taken REST (or gRPC) port is a one-line error before any model loads (uvicorn would only log it and exit 1;
+    gRPC would log its own lines after the models loaded)."""
     import socket
 
     try:
@@ -356,7 +357,7 @@ def _check_port_free(host: str, port: int) -> None:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind((host, port))
     except OSError as exc:
-        raise MtlError(f"cannot listen on {host}:{port}: {exc.strerror or exc}", where="--rest_api_port") from None
+        raise MtlError(f"cannot listen on {host}:{port}: {exc.strerror or exc}", where=where) from None
 
 
 def serve(base_path: str | Path | None = None, model_name: str | None = None, port: int = 8501,
@@ -387,6 +388,8 @@ def serve(base_path: str | Path | None = None, model_name: str | None = None, po
     if batching_parameters_file is not None and not enable_batching:
         raise MtlError("--batching_parameters_file needs --enable_batching", where="mtl serve")
     _check_port_free(host, port)
+    if grpc_port:
+        _check_port_free(host, grpc_port, "--port")
     metrics = Metrics(access_log=access_log)
     batcher = Batcher(read_batching_parameters(batching_parameters_file), metrics) if enable_batching else None
     run = batcher if batcher is not None else call_signature

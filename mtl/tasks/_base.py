@@ -44,6 +44,7 @@ class Task:
     losses: ClassVar[tuple[str, ...]]
     default_metrics: ClassVar[tuple[str, ...]]
     metric_factories: ClassVar[dict[str, MetricFactory]]
+    lower_is_better_metrics: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
@@ -114,6 +115,16 @@ class Task:
     def evaluate(self, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
         """Metrics on labelled rows with scikit-learn (numpy in, floats out)."""
         raise NotImplementedError
+
+    def choose_on_validation(self, y_true: np.ndarray, y_pred: np.ndarray) -> dict:
+        """Choose what the type decides after training on the validation split's labelled rows (a binary task's
+        threshold); returns what was chosen, recorded in ``metrics.json`` (empty: nothing to choose)."""
+        return {}
+
+    @classmethod
+    def lower_is_better(cls, metric: str) -> bool:
+        """Whether a smaller value of ``metric`` is better (errors, losses), for comparisons across runs."""
+        return metric in cls.lower_is_better_metrics
 
     def plot(self, y_true: np.ndarray, y_pred: np.ndarray, out: Path) -> Path | None:
         """A PNG of the test split's labelled rows in ``out`` (ROC, predicted vs true, ...), or None."""

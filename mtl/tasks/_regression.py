@@ -38,16 +38,22 @@ class RegressionTask(Task):
     config_class = RegressionTaskConfig
     default_loss = "mse"
     losses = ("mse", "mae", "huber", "log_cosh")
-    default_metrics = ("rmse", "mae", "r2")
+    default_metrics = ("rmse", "mae", "mape", "r2")
+    lower_is_better_metrics = ("rmse", "mae", "mse", "mape")
     metric_factories = {
         "rmse": lambda t: keras.metrics.RootMeanSquaredError(name=f"{t.name}_rmse"),
         "mae": lambda t: keras.metrics.MeanAbsoluteError(name=f"{t.name}_mae"),
         "mse": lambda t: keras.metrics.MeanSquaredError(name=f"{t.name}_mse"),
         "r2": lambda t: keras.metrics.R2Score(name=f"{t.name}_r2"),
     }
+    evaluation_only_metrics = ("mape",)
 
     mean_: float
     std_: float
+
+    @classmethod
+    def metric_names(cls) -> tuple[str, ...]:
+        return (*cls.metric_factories, *cls.evaluation_only_metrics)
 
     def _numbers(self, labels: pd.Series) -> tuple[np.ndarray, np.ndarray]:
         present = ~missing_mask(labels)
@@ -99,6 +105,7 @@ class RegressionTask(Task):
             "rmse": lambda: np.sqrt(skm.mean_squared_error(y_true, pred)),
             "mae": lambda: skm.mean_absolute_error(y_true, pred),
             "mse": lambda: skm.mean_squared_error(y_true, pred),
+            "mape": lambda: skm.mean_absolute_percentage_error(y_true, pred),
             "r2": lambda: skm.r2_score(y_true, pred) if len(y_true) > 1 else float("nan"),
         }
         return {m: float(table[m]()) for m in self.metrics}

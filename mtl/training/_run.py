@@ -23,15 +23,16 @@ from typing import Any
 
 import keras
 import pandas as pd
+import yaml
 
 import mtl.evaluation as run_plots  # called through the package, so tests may patch a plot
 from mtl._locks import DirectoryLock
 from mtl.config import Config, dump_config, load_config
 from mtl.data import PreparedData, load_data
 from mtl.errors import MtlError
-from mtl.evaluation import evaluate
+from mtl.evaluation import choose_on_validation, evaluate_split, predict
 from mtl.model import MultiTaskModel, build_model
-from mtl.tasks import Task
+from mtl.tasks import Task, decode_hierarchy
 from mtl.training import _checkpoints as checkpoints
 from mtl.training._batches import to_dataset
 from mtl.training._callbacks import (
@@ -220,6 +221,19 @@ def _mode(monitor: str, mode: str = "auto") -> str:
     return "min" if monitor.endswith(_LOWER_IS_BETTER) else "max"
 
 
+def _save_without_optimizer(model: MultiTaskModel, target: Path) -> None:
+    """``model.keras`` for prediction and export: the weights without the optimizer's state (Adam's two moments
+    would triple a text model's file), which ``--resume`` reads from the checkpoints instead."""
+    tmp_model = target.with_name(".model.tmp.keras")
+    optimizer = model.optimizer
+    model.optimizer = None
+    try:
+        model.save(tmp_model)
+    finally:
+        model.optimizer = optimizer
+    os.replace(tmp_model, target)
+
+
 def _optimizer(config: Config, steps_per_epoch: int) -> keras.optimizers.Optimizer:
     t = config.training
     learning_rate: Any = t.learning_rate
@@ -306,18 +320,24 @@ def _run(config: Config, data: PreparedData, tasks: dict[str, Task], path: Path,
         elif early is not None and early.restored_weights:
             model.set_weights(early.best_weights)  # what fit's end would have done: killed after the last epoch
         kept_epoch = checkpoint.epochs_saved
-        tmp_model = path / ".model.tmp.keras"
-        model.save(tmp_model)
-        os.replace(tmp_model, path / "model.keras")
+        splits = {"val": data.val, "test": data.test}
+        batch_size = t.batch_size if data.words_column else 1024
+        raw_predictions = {name: predict(model, split, batch_size) for name, split in splits.items()}
+        chosen = choose_on_validation(tasks, data.val, raw_predictions["val"])  # e.g. thresholds, before saving
+        if chosen:
+            model.set_tasks(tasks)
+            for name, choice in chosen.items():
+                log.info("%s: chosen on the validation split: %s", name, choice)
+        _save_without_optimizer(model, path / "model.keras")
 
         history = pd.read_csv(path / "history.csv")
         best_epoch = early.best_epoch + 1 if early is not None and early.restored_weights else None
         if best_epoch is not None:
             log.info("early stopping: the model holds the weights of epoch %d (%s %.4f), of %d epochs trained",
                      best_epoch, early.monitor, float(early.best), len(history))
-        metrics: dict[str, Any]
-        metrics, predictions = evaluate(model, tasks, {"val": data.val, "test": data.test},
-                                        batch_size=t.batch_size if data.words_column else 1024)
+        metrics: dict[str, Any] = {name: evaluate_split(tasks, split, raw_predictions[name])
+                                   for name, split in splits.items()}
+        predictions = {name: decode_hierarchy(tasks, raw) for name, raw in raw_predictions.items()}
         test_predictions = predictions["test"]
         plot_dir = path / "plots"
         plot_dir.mkdir(exist_ok=True)
@@ -334,6 +354,12 @@ def _run(config: Config, data: PreparedData, tasks: dict[str, Task], path: Path,
             metrics.update(best_epoch=best_epoch, epochs_trained=len(history))
         if record.get("data_changed"):
             metrics["data_changed"] = record["data_changed"]
+        if chosen:
+            metrics["chosen_on_val"] = chosen
+        counts = run_plots.parameter_counts(model)
+        run_plots.write_model_summary(model, path / "model_summary.txt")
+        run_plots.log_hparams(yaml.safe_load(dump_config(config)), metrics, path / "tensorboard" / "hparams",
+                              counts["total"])
         write_text_atomic(path / "metrics.json", json.dumps(metrics, indent=2, default=float))
     except (Exception, KeyboardInterrupt) as exc:
         kept_epoch = max(kept_epoch, checkpoint.epochs_saved if "checkpoint" in locals() else 0)

@@ -19,7 +19,7 @@ from tensorflow_serving.apis import (
 
 from mtl.serving import ModelRegistry, ModelVersions, load, start_grpc_server
 
-OUTPUTS = ["hours_per_week", "income", "race", "race_classes"]
+OUTPUTS = ["hours_per_week", "income", "income_label", "race", "race_classes"]
 
 
 @pytest.fixture(scope="module")

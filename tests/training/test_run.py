@@ -29,9 +29,10 @@ def test_run_directory_contents(tmp_path, slice_csv):
     metrics = json.loads((run / "metrics.json").read_text())
     assert set(metrics) == {"val", "test"}
     assert set(metrics["test"]) == {"income", "hours_per_week", "race"}
-    assert set(metrics["test"]["income"]) == {"auc", "accuracy", "precision", "recall", "f1", "n"}
-    assert set(metrics["test"]["hours_per_week"]) == {"rmse", "mae", "r2", "n"}
-    assert set(metrics["test"]["race"]) == {"accuracy", "macro_f1", "n"}
+    assert set(metrics["test"]["income"]) == {"auc", "pr_auc", "accuracy", "balanced_accuracy", "precision", "recall",
+                                              "f1", "mcc", "n"}
+    assert set(metrics["test"]["hours_per_week"]) == {"rmse", "mae", "mape", "r2", "n"}
+    assert set(metrics["test"]["race"]) == {"accuracy", "macro_f1", "top_k_accuracy", "n"}
     history = pd.read_csv(run / "history.csv")
     assert history["epoch"].tolist() == [0, 1, 2]
     assert history["income_weight"].tolist() == [0.0, 0.5, 1.0]
