@@ -27,9 +27,9 @@ import pandas as pd
 import mtl.evaluation as run_plots  # called through the package, so tests may patch a plot
 from mtl._locks import DirectoryLock
 from mtl.config import Config, dump_config, load_config
-from mtl.data import PreparedData, load_data
+from mtl.data import PreparedData, StreamingData, load_data
 from mtl.errors import MtlError
-from mtl.evaluation import evaluate
+from mtl.evaluation import evaluate, predict_streamed
 from mtl.model import MultiTaskModel, build_model
 from mtl.tasks import Task
 from mtl.training import _checkpoints as checkpoints
@@ -267,6 +267,22 @@ def _callbacks(config: Config, tasks: dict[str, Task], path: Path, has_val: bool
     return callbacks
 
 
+def _train_dataset(config: Config, data: PreparedData | StreamingData, first_epoch: int) -> Any:
+    """The training batches, reshuffled each epoch from ``(seed, epoch)``: gathered from the arrays in memory, or
+    read from the files with ``data.streaming``."""
+    t = config.training
+    if data.streaming:
+        return data.dataset("train", t.batch_size, shuffle=True, seed=config.seed, first_epoch=first_epoch)
+    return to_dataset(data.train, t.batch_size, shuffle=True, seed=config.seed,
+                      bucket_by=data.words_column if t.bucket_by_length else None, first_epoch=first_epoch)
+
+
+def _held_out_dataset(data: PreparedData | StreamingData, split: str, batch_size: int) -> Any:
+    if data.streaming:
+        return data.dataset(split, batch_size)
+    return to_dataset(data.splits()[split], batch_size)
+
+
 def _run(config: Config, data: PreparedData, tasks: dict[str, Task], path: Path, record: dict,
          resume_from: tuple[dict, checkpoints.Checkpoint] | None = None) -> RunResult:
     t = config.training
@@ -294,9 +310,8 @@ def _run(config: Config, data: PreparedData, tasks: dict[str, Task], path: Path,
             log.info("resuming %s after epoch %d of %d", path, initial_epoch, t.epochs)
         if initial_epoch < t.epochs and not stopped:
             model.fit(
-                to_dataset(data.train, t.batch_size, shuffle=True, seed=config.seed,
-                           bucket_by=data.words_column if t.bucket_by_length else None, first_epoch=initial_epoch),
-                validation_data=to_dataset(data.val, t.batch_size) if has_val else None,
+                _train_dataset(config, data, initial_epoch),
+                validation_data=_held_out_dataset(data, "val", t.batch_size) if has_val else None,
                 epochs=t.epochs, initial_epoch=initial_epoch, callbacks=callbacks, verbose=t.verbose,
                 shuffle=False)  # the dataset draws each epoch's order from (seed, epoch)
         elif early is not None and early.restored_weights:
@@ -312,14 +327,19 @@ def _run(config: Config, data: PreparedData, tasks: dict[str, Task], path: Path,
             log.info("early stopping: the model holds the weights of epoch %d (%s %.4f), of %d epochs trained",
                      best_epoch, early.monitor, float(early.best), len(history))
         metrics: dict[str, Any]
-        metrics, predictions = evaluate(model, tasks, {"val": data.val, "test": data.test},
-                                        batch_size=t.batch_size if data.words_column else 1024)
+        batch_size = t.batch_size if data.words_column else 1024
+        held_out, outputs = {"val": data.val, "test": data.test}, None
+        if data.streaming:  # one pass over each held-out split: its targets and the model's outputs
+            streamed = {name: predict_streamed(model, split.chunks(), batch_size) for name, split in held_out.items()}
+            held_out = {name: split for name, (split, _) in streamed.items()}
+            outputs = {name: predicted for name, (_, predicted) in streamed.items()}
+        metrics, predictions = evaluate(model, tasks, held_out, batch_size=batch_size, predictions=outputs)
         test_predictions = predictions["test"]
         plot_dir = path / "plots"
         plot_dir.mkdir(exist_ok=True)
         run_plots.learning_curves(history, tasks, plot_dir, best_epoch=best_epoch)
         run_plots.loss_weights(history, tasks, plot_dir)
-        run_plots.task_plots(tasks, data.test, test_predictions, plot_dir)
+        run_plots.task_plots(tasks, held_out["test"], test_predictions, plot_dir)
         if config.output.export is not None:  # before metrics.json: a run whose export failed is not finished
             from mtl.export import export_model
 
