@@ -22,9 +22,9 @@ from mtl.data._streaming import (
 )
 from mtl.data._text import split_words
 
-__all__ = ["DATASETS", "READERS", "Chunk", "PreparedData", "SplitData", "StreamingData", "StreamingSplit", "data_files",
-           "hash_split", "is_multi_path", "key_hash", "load_data", "load_streaming", "prepare", "read_table", "sample_table",
-           "split_words"]
+__all__ = ["DATASETS", "READERS", "Chunk", "PreparedData", "SplitData", "StreamingData", "StreamingSplit",
+           "data_files", "hash_split", "is_multi_path", "key_hash", "load_data", "load_streaming", "prepare",
+           "read_table", "sample_table", "split_words"]
 
 
 def load_data(config: Any) -> tuple[PreparedData | StreamingData, dict[str, Any]]:

@@ -31,7 +31,7 @@ import pandas as pd
 import pyarrow as pa
 
 from mtl.data._labels import missing_mask
-from mtl.data._prepare import SplitData, check_columns
+from mtl.data._prepare import check_columns
 from mtl.errors import MtlError
 from mtl.features import Feature, build_features
 
@@ -158,8 +158,7 @@ def read_batches(file: Path, columns: list[str], schema: pa.Schema) -> Iterator[
             convert_options=pa_csv.ConvertOptions(
                 column_types={name: pa.string() for name in schema.names}, include_columns=columns,
                 strings_can_be_null=False, quoted_strings_can_be_null=False))
-        for batch in reader:
-            yield batch
+        yield from reader
         return
     import pyarrow.parquet as pq
 
