@@ -108,7 +108,7 @@ def shard_schema(files: list[Path], needed: list[tuple[str, str]], key: str | No
         schema = reference if file == first else _file_schema(file)
         names = schema.names
         if key is not None and key not in names:
-            raise MtlError(f"{file}: no column {key!r} (the split key); every file needs it", where="data.split.key")
+            raise MtlError(_missing_column(file, key, names, " (the split key)"), where="data.split.key")
         for column, config_key in needed:
             if column not in names:
                 raise MtlError(_missing_column(file, column, names), where=config_key)
@@ -130,14 +130,14 @@ def shard_schema(files: list[Path], needed: list[tuple[str, str]], key: str | No
     return reference
 
 
-def _missing_column(file: Path, column: str, names: list[str]) -> str:
+def _missing_column(file: Path, column: str, names: list[str], what: str = "") -> str:
     """Why ``column`` is not in ``file``: a CSV whose first line looks like data has no header row."""
     if SHARD_FORMATS[file.suffix.lower()] == "csv":
-        looks_like_data = sum(_is_number(n) for n in names) > 0 or len(set(names)) < len(names) or "" in names
+        looks_like_data = any(_is_number(n) for n in names) or len(set(names)) < len(names) or "" in names
         if looks_like_data:
-            return (f"{file}: no column {column!r}; the first line ({', '.join(names[:4])}, ...) looks like data, "
-                    "not a header row: streaming reads CSV files whose first line names the columns")
-    return f"{file}: no column {column!r}; columns: {', '.join(names[:20])}"
+            return (f"{file}: no column {column!r}{what}; the first line ({', '.join(names[:4])}, ...) looks like "
+                    "data, not a header row: streaming reads CSV files whose first line names the columns")
+    return f"{file}: no column {column!r}{what}; every file needs it; columns: {', '.join(names[:20])}"
 
 
 def _is_number(text: str) -> bool:
@@ -326,7 +326,8 @@ class StreamingData:
     def fit(self) -> StreamingData:
         """One pass over every row: parse and check every cell, count each split, fit features and tasks on the
         training split (``fit_partial`` / ``finish_fit``)."""
-        for chunk, codes, present in self._parsed_batches(range(len(self.files))):
+        fitted_on: dict[str, int] = {}  # training rows labelled per task (before label_fraction)
+        for chunk, codes, present, kept in self._parsed_batches(range(len(self.files))):
             for code, split in enumerate(self.splits().values()):
                 mine = codes == code
                 if not mine.any():
@@ -340,11 +341,13 @@ class StreamingData:
                         labelled = mine & present[name]
                         if labelled.any():
                             task.fit_partial(chunk.labels[name][labelled])
-                            split.labelled_counts[name] = split.labelled_counts.get(name, 0) + int(labelled.sum())
+                            fitted_on[name] = fitted_on.get(name, 0) + int(labelled.sum())
+                for name in self.tasks:
+                    split.labelled_counts[name] = split.labelled_counts.get(name, 0) + int((mine & kept[name]).sum())
         if not self.train.count:
             raise MtlError(f"the training split of {self.source} is empty", where="data.split")
         for name, task in self.tasks.items():
-            if not self.train.labelled_counts.get(name):
+            if not fitted_on.get(name):
                 raise MtlError(f"no labels for this task in the training split (column {task.column!r})",
                                where=f"tasks.{name}")
             task.finish_fit()
@@ -352,12 +355,15 @@ class StreamingData:
             feature.finish_fit()
         self.fitted = True
         for name, split in self.splits().items():
-            log.info("%s: %d rows (streamed from %d file(s))", name, len(split), len(self.files))
+            counts = ", ".join(f"{t} {split.labelled_counts.get(t, 0)}" for t in self.tasks)
+            log.info("%s: %d rows (streamed from %d file(s)); labelled: %s", name, len(split), len(self.files), counts)
         return self
 
-    def _parsed_batches(self, file_order: Any) -> Iterator[tuple[Chunk, np.ndarray, dict[str, np.ndarray]]]:
-        """``(chunk with raw label Series, split codes, label present masks)`` of each record batch, rows without
-        any label (or without text, when a feature gives words) dropped, as the in-memory stage drops them."""
+    def _parsed_batches(self, file_order: Any, for_model: bool = False) -> Iterator[tuple[Chunk, np.ndarray, dict,
+                                                                                         dict]]:
+        """``(chunk with raw label Series, split codes, label present masks, masks of labels label_fraction
+        keeps)`` of each record batch, rows without any label (or without text, when a feature gives words)
+        dropped, as the in-memory stage drops them. ``for_model``: text values as UTF-8 bytes (``tf.string``)."""
         config, split = self.config, self.config.data.split
         offsets = self._file_offsets()
         words = self.words_column
@@ -374,9 +380,9 @@ class StreamingData:
                 features = {}
                 for name, feature in self.features.items():
                     where = f"data.features.{feature.kind} ({where_file})"
-                    parsed = _by_distinct(column[name], lambda v, f=feature, w=where, s=start: f.parse(
-                        v, where=w, first_row=s + 1))
-                    features[name] = _as_bytes(parsed) if feature.dtype == "string" else parsed
+                    to_bytes = for_model and feature.dtype == "string"  # as a tf.string holds it, once per value
+                    features[name] = _by_distinct(column[name], lambda v, f=feature, w=where, s=start, b=to_bytes: (
+                        _as_bytes if b else np.asarray)(f.parse(v, where=w, first_row=s + 1)))
                 labels, present = {}, {}
                 for name, task in self.tasks.items():
                     series = column[task.column].to_pandas()
@@ -400,19 +406,21 @@ class StreamingData:
                 else:
                     hashes = key_hash(column[split.key]) if split.key else position_hash(file.name, in_file)
                     codes = hash_split(hashes, split)
-                for name, cfg in config.tasks.items():  # label_fraction masks training labels only
+                kept = dict(present)  # label_fraction masks training labels only, after the tasks are fitted
+                for name, cfg in config.tasks.items():
                     if cfg.label_fraction < 1.0:
-                        present[name] = present[name] & ((codes != 0) | label_kept(hashes, name, cfg.label_fraction,
-                                                                                   config.seed))
+                        kept[name] = present[name] & ((codes != 0) | label_kept(hashes, name, cfg.label_fraction,
+                                                                                config.seed))
                 start += n
                 if not keep.all():
                     index = np.flatnonzero(keep)
                     features = {k: v[index] for k, v in features.items()}
                     labels = {k: v.iloc[index] for k, v in labels.items()}
                     present = {k: v[index] for k, v in present.items()}
+                    kept = {k: v[index] for k, v in kept.items()}
                     codes, in_file = codes[index], in_file[index]
                 chunk = Chunk(features, labels, {}, offsets[file_index] + in_file)
-                yield chunk, codes, present
+                yield chunk, codes, present, kept
 
     def _file_offsets(self) -> list[int]:
         """The global row number of each file's first row (files in sorted order)."""
@@ -435,7 +443,7 @@ class StreamingData:
         order = np.arange(len(self.files))
         if shuffle:
             order = np.random.default_rng([seed, epoch, 1]).permutation(len(self.files))
-        for chunk, codes, present in self._parsed_batches(order):
+        for chunk, codes, _, kept in self._parsed_batches(order, for_model=True):
             mine = np.flatnonzero(codes == code)
             if len(mine) == 0:
                 continue
@@ -443,7 +451,7 @@ class StreamingData:
             for name, task in self.tasks.items():
                 series = chunk.labels[name].iloc[mine]
                 y, has = _encode_labels(task, series)
-                has = has & present[name][mine]
+                has = has & kept[name][mine]
                 labels[name] = np.where(has, y, 0).astype(y.dtype) if y.ndim == 1 else y
                 weights[name] = has.astype("float32")
             yield Chunk({k: v[mine] for k, v in chunk.features.items()}, labels, weights, chunk.rows[mine])
