@@ -194,7 +194,13 @@ def position_hash(file_name: str, rows_in_file: np.ndarray) -> np.ndarray:
 
 
 def key_hash(values: pa.Array | np.ndarray | pd.Series) -> np.ndarray:
-    """The stable hash of rows by their split-key value."""
+    """The stable hash of rows by their split-key value: integer keys by their value (fast), others by their
+    text. A key column of integers with no missing value hashes the same read by pandas or by pyarrow."""
+    if isinstance(values, pa.Array | pa.ChunkedArray):
+        if pa.types.is_integer(values.type) and values.null_count == 0:
+            return pd.util.hash_array(values.to_numpy().astype("int64"))
+    elif np.asarray(values).dtype.kind in "iu":
+        return pd.util.hash_array(np.asarray(values).astype("int64"))
     return _text_hash(values)
 
 
@@ -212,26 +218,83 @@ def label_kept(hashes: np.ndarray, task: str, fraction: float, seed: int) -> np.
 
 
 # ----------------------------------------------------------------------------- parsing one record batch
-def _by_distinct(array: pa.Array, parse: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
-    """``parse`` over the distinct values of ``array``, spread back to the rows: a record batch of categories is
-    parsed once per distinct value. An error is raised by parsing every row, so it names the right row."""
+def _distinct(array: pa.Array) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(distinct values, index of each row's value)``, or None when the values are mostly distinct (or of a type
+    Arrow cannot dictionary-encode, such as lists)."""
+    if pa.types.is_floating(array.type):
+        return None
     try:
         encoded = array.dictionary_encode(null_encoding="encode")
     except (pa.ArrowNotImplementedError, pa.ArrowInvalid, pa.ArrowTypeError):
-        return parse(array.to_numpy(zero_copy_only=False))
-    distinct = encoded.dictionary.to_numpy(zero_copy_only=False)
-    if len(distinct) * 2 > len(array):
-        return parse(array.to_numpy(zero_copy_only=False))
+        return None
+    if len(encoded.dictionary) * 2 > len(array):
+        return None
+    return encoded.dictionary.to_numpy(zero_copy_only=False), encoded.indices.to_numpy(zero_copy_only=False)
+
+
+def _by_distinct(array: pa.Array, parse: Callable[[np.ndarray, bool], np.ndarray]) -> np.ndarray:
+    """``parse(values, few)`` over the distinct values of ``array`` (``few`` True), spread back to the rows: a record
+    batch of categories is parsed once per distinct value. An error is raised by parsing every row, so it names the
+    right row."""
+    coded = _distinct(array)
+    if coded is None:
+        return parse(array.to_numpy(zero_copy_only=False), False)
     try:
-        parsed = parse(distinct)
+        parsed = parse(coded[0], True)
     except MtlError:
-        return parse(array.to_numpy(zero_copy_only=False))
-    return np.take(parsed, encoded.indices.to_numpy(zero_copy_only=False), axis=0)
+        return parse(array.to_numpy(zero_copy_only=False), False)
+    return np.take(parsed, coded[1], axis=0)
 
 
-def _as_bytes(values: np.ndarray) -> np.ndarray:
-    """Parsed text as UTF-8 bytes (what a ``tf.string`` tensor holds), converted once per distinct value."""
-    return np.asarray([v.encode("utf-8") if isinstance(v, str) else v for v in values], dtype=object)
+def _as_bytes(values: np.ndarray, few: bool) -> np.ndarray:
+    """Parsed text as UTF-8 bytes (what a ``tf.string`` tensor holds), converted once per distinct value; a few
+    distinct values as a fixed-width bytes array (rows copy and convert to tensors without Python objects)."""
+    encoded = [v.encode("utf-8") if isinstance(v, str) else v for v in values]
+    return np.asarray(encoded, dtype="S" if few and encoded else object)
+
+
+@dataclass
+class CodedLabels:
+    """One task's raw labels of a record batch: its distinct values and each row's index into them (or every
+    row's value, ``index`` None, when the labels are mostly distinct or unhashable)."""
+
+    values: pd.Series
+    index: np.ndarray | None
+    rows: np.ndarray  # row numbers in the file, for messages
+
+    @staticmethod
+    def of(array: pa.Array, rows: np.ndarray) -> CodedLabels:
+        coded = _distinct(array)
+        if coded is None:
+            return CodedLabels(pd.Series(array.to_numpy(zero_copy_only=False), index=rows, dtype=object), None, rows)
+        return CodedLabels(pd.Series(coded[0], dtype=object), coded[1], rows)
+
+    def take(self, keep: np.ndarray) -> CodedLabels:
+        if self.index is None:
+            return CodedLabels(self.values.iloc[keep], None, self.rows[keep])
+        return CodedLabels(self.values, self.index[keep], self.rows[keep])
+
+    def spread(self, per_value: np.ndarray) -> np.ndarray:
+        return per_value if self.index is None else per_value[self.index]
+
+    def series(self) -> pd.Series:
+        """Every row's raw label, indexed by its row in the file."""
+        if self.index is None:
+            return self.values
+        return pd.Series(self.values.to_numpy()[self.index], index=self.rows, dtype=object)
+
+    def present(self) -> np.ndarray:
+        return self.spread(~missing_mask(self.values))
+
+    def encode(self, task: Any) -> tuple[np.ndarray, np.ndarray]:
+        """``task.encode`` once per distinct label; on an error, per row, so the message names its row."""
+        if self.index is None:
+            return task.encode(self.values)
+        try:
+            y, has = task.encode(self.values)
+        except MtlError:
+            return task.encode(self.series())
+        return y[self.index], has[self.index]
 
 
 @dataclass
@@ -340,7 +403,7 @@ class StreamingData:
                     for name, task in self.tasks.items():
                         labelled = mine & present[name]
                         if labelled.any():
-                            task.fit_partial(chunk.labels[name][labelled])
+                            task.fit_partial(chunk.labels[name].take(np.flatnonzero(labelled)).series())
                             fitted_on[name] = fitted_on.get(name, 0) + int(labelled.sum())
                 for name in self.tasks:
                     split.labelled_counts[name] = split.labelled_counts.get(name, 0) + int((mine & kept[name]).sum())
@@ -381,14 +444,17 @@ class StreamingData:
                 for name, feature in self.features.items():
                     where = f"data.features.{feature.kind} ({where_file})"
                     to_bytes = for_model and feature.dtype == "string"  # as a tf.string holds it, once per value
-                    features[name] = _by_distinct(column[name], lambda v, f=feature, w=where, s=start, b=to_bytes: (
-                        _as_bytes if b else np.asarray)(f.parse(v, where=w, first_row=s + 1)))
+
+                    def parse(values: np.ndarray, few: bool, f: Feature = feature, w: str = where, s: int = start,
+                              b: bool = to_bytes) -> np.ndarray:
+                        parsed = f.parse(values, where=w, first_row=s + 1)
+                        return _as_bytes(parsed, few) if b else parsed
+
+                    features[name] = _by_distinct(column[name], parse)
                 labels, present = {}, {}
                 for name, task in self.tasks.items():
-                    series = column[task.column].to_pandas()
-                    series.index = in_file
-                    labels[name] = series
-                    present[name] = ~_by_distinct(column[task.column], lambda v: missing_mask(pd.Series(v)))
+                    labels[name] = CodedLabels.of(column[task.column], in_file)
+                    present[name] = labels[name].present()
                 keep = np.logical_or.reduce(list(present.values()))
                 if words is not None:
                     texts = column[words].to_pandas()
@@ -415,7 +481,7 @@ class StreamingData:
                 if not keep.all():
                     index = np.flatnonzero(keep)
                     features = {k: v[index] for k, v in features.items()}
-                    labels = {k: v.iloc[index] for k, v in labels.items()}
+                    labels = {k: v.take(index) for k, v in labels.items()}
                     present = {k: v[index] for k, v in present.items()}
                     kept = {k: v[index] for k, v in kept.items()}
                     codes, in_file = codes[index], in_file[index]
@@ -449,8 +515,7 @@ class StreamingData:
                 continue
             labels, weights = {}, {}
             for name, task in self.tasks.items():
-                series = chunk.labels[name].iloc[mine]
-                y, has = _encode_labels(task, series)
+                y, has = chunk.labels[name].take(mine).encode(task)
                 has = has & kept[name][mine]
                 labels[name] = np.where(has, y, 0).astype(y.dtype) if y.ndim == 1 else y
                 weights[name] = has.astype("float32")
@@ -463,35 +528,40 @@ class StreamingData:
         import tensorflow as tf
 
         part = self.splits()[split]
-        buffer = self.config.data.shuffle_buffer
         epochs = iter(range(first_epoch, 1 << 62))
-        piece = batch_size * max(1, 8192 // batch_size)  # rows per element handed to tf.data (whole batches)
 
         def pieces() -> Iterator[tuple | dict]:
-            epoch = next(epochs)
-            rng = np.random.default_rng([seed, epoch, 2])
-            pool: Chunk | None = None
-            for chunk in part.chunks(shuffle, seed, epoch):
-                pool = chunk if pool is None else Chunk.join([pool, chunk])
-                held = buffer // 2 if shuffle else 0
-                if shuffle and len(pool) < buffer:
-                    continue
-                if shuffle:
-                    pool = pool.take(rng.permutation(len(pool)))
-                ready = (len(pool) - held) // batch_size * batch_size
-                for begin in range(0, ready, piece):
-                    yield pool.take(slice(begin, min(begin + piece, ready))).batch(with_labels)
-                pool = pool.take(slice(ready, None))
-            if pool is not None and len(pool):
-                if shuffle:
-                    pool = pool.take(rng.permutation(len(pool)))
-                for begin in range(0, len(pool), piece):
-                    yield pool.take(slice(begin, begin + piece)).batch(with_labels)
+            for chunk in self.pieces(split, batch_size, shuffle, seed, next(epochs)):
+                yield chunk.batch(with_labels)
 
         dataset = tf.data.Dataset.from_generator(pieces, output_signature=self._signature(with_labels))
         batches = math.ceil(len(part) / batch_size)
         dataset = dataset.rebatch(batch_size).apply(tf.data.experimental.assert_cardinality(batches))
         return dataset.prefetch(tf.data.AUTOTUNE)
+
+    def pieces(self, split: str, batch_size: int, shuffle: bool, seed: int, epoch: int) -> Iterator[Chunk]:
+        """One epoch of a split in pieces of whole batches (the last may end with a partial one). With ``shuffle``:
+        files in an order drawn from ``(seed, epoch)``, and rows through a buffer of ``data.shuffle_buffer`` rows
+        that is permuted whenever it is full, its first half then handed on."""
+        buffer = self.config.data.shuffle_buffer
+        piece = batch_size * max(1, 8192 // batch_size)  # rows per element handed to tf.data
+        rng = np.random.default_rng([seed, epoch, 2])
+        pool: Chunk | None = None
+        for chunk in self.splits()[split].chunks(shuffle, seed, epoch):
+            pool = chunk if pool is None else Chunk.join([pool, chunk])
+            if shuffle and len(pool) < buffer:
+                continue
+            if shuffle:
+                pool = pool.take(rng.permutation(len(pool)))
+            ready = (len(pool) - (buffer // 2 if shuffle else 0)) // batch_size * batch_size
+            for begin in range(0, ready, piece):
+                yield pool.take(slice(begin, min(begin + piece, ready)))
+            pool = pool.take(slice(ready, None))
+        if pool is not None and len(pool):
+            if shuffle:
+                pool = pool.take(rng.permutation(len(pool)))
+            for begin in range(0, len(pool), piece):
+                yield pool.take(slice(begin, begin + piece))
 
     def _signature(self, with_labels: bool) -> tuple | dict:
         import tensorflow as tf
@@ -506,22 +576,6 @@ class StreamingData:
             labels[name] = tf.TensorSpec((None,) * y.ndim, tf.as_dtype(y.dtype))
             weights[name] = tf.TensorSpec((None,), tf.float32)
         return features, labels, weights
-
-
-def _encode_labels(task: Any, labels: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """``task.encode`` once per distinct label of a batch (labels are few; rows many); per row when labels are
-    lists (word tags) or an error must name its row."""
-    try:
-        codes, distinct = pd.factorize(labels, use_na_sentinel=False)
-    except TypeError:  # unhashable cells (lists of tags)
-        return task.encode(labels)
-    if len(distinct) * 2 > len(labels):
-        return task.encode(labels)
-    try:
-        y, has = task.encode(pd.Series(np.asarray(distinct, dtype=object), dtype=object))
-    except MtlError:
-        return task.encode(labels)
-    return y[codes], has[codes]
 
 
 def load_streaming(config: Any, tasks: dict[str, Any]) -> StreamingData:
