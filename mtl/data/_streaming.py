@@ -329,9 +329,6 @@ class Chunk:
         return Chunk({k: v[index] for k, v in self.features.items()}, {k: v[index] for k, v in self.labels.items()},
                      {k: v[index] for k, v in self.weights.items()}, self.rows[index])
 
-    def batch(self, with_labels: bool = True) -> tuple | dict:
-        return (self.features, self.labels, self.weights) if with_labels else self.features
-
 
 # ----------------------------------------------------------------------------- the streaming data
 @dataclass
