@@ -79,13 +79,19 @@ class SplitConfig(_Strict):
     test: float = Field(0.1, ge=0, lt=1)
     stratify: str | None = None
     column: str | None = Field(None, description="a column naming each row's split: train, val or test")
+    key: str | None = Field(None, description="a column whose stable hash decides each row's split (and which "
+                            "labels label_fraction keeps), the same in every run, worker and mode")
 
     @model_validator(mode="after")
     def _sums_to_one(self) -> SplitConfig:
         if self.column is not None:
             if self.stratify is not None:
                 raise ValueError("stratify does not apply when column gives each row's split")
+            if self.key is not None:
+                raise ValueError("key does not apply when column gives each row's split")
             return self
+        if self.key is not None and self.stratify is not None:
+            raise ValueError("stratify does not apply when the hash of key decides each row's split")
         total = self.train + self.val + self.test
         if not math.isclose(total, 1.0, abs_tol=1e-6):
             raise ValueError(
@@ -108,6 +114,13 @@ class DataConfig(_Strict):
     split: SplitConfig = SplitConfig()
     max_length: int = Field(256, ge=8, description="text: word pieces per window, [CLS] and [SEP] included")
     window: WindowConfig | None = None
+    max_tokens: int | None = Field(None, ge=1, description="categorical: keep at most this many values in each "
+                                   "vocabulary, the most frequent in the training split; the rest share the "
+                                   "out-of-vocabulary bucket")
+    streaming: bool = Field(False, description="read data.path (Parquet or CSV files) in record batches each epoch "
+                            "instead of holding the table in memory (docs/streaming.md)")
+    shuffle_buffer: int = Field(65536, ge=1, description="streaming: rows held to shuffle training rows (with the "
+                                "file order, shuffled each epoch)")
     non_finite: Literal["error", "missing"] = Field(
         "error", description="a non-finite number (inf) in a numeric or vector feature: an error naming its column "
         "and row, or read as missing")
@@ -115,7 +128,13 @@ class DataConfig(_Strict):
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:
         if (self.path is None) == (self.dataset is None):
-            raise ValueError("set exactly one of data.path (a CSV, Parquet or JSON Lines file) or data.dataset")
+            raise ValueError("set exactly one of data.path (a CSV, Parquet or JSON Lines file, a directory or a "
+                             "glob of them) or data.dataset")
+        if self.streaming and self.path is None:
+            raise ValueError("streaming reads data.path (Parquet or CSV files); a built-in dataset is read whole")
+        if self.streaming and self.split.stratify is not None:
+            raise ValueError("split.stratify needs the whole table; with streaming the split is a stable hash "
+                             "(split.key, or the file and row position)")
         if self.window is not None and self.window.stride > self.max_length - 2:
             raise ValueError(f"window.stride {self.window.stride} would skip word pieces: a window holds "
                              f"max_length - 2 = {self.max_length - 2}; use a stride no larger than that")
@@ -404,6 +423,9 @@ class Config(_Strict):
         self._check_features()
         self._check_parents()
         smote = self.training.smote
+        if smote is not None and self.data.streaming:
+            raise ValueError("training.smote: SMOTE resamples the whole training table in memory; it is not "
+                             "available with data.streaming")
         if smote is not None and smote.task not in classifiers:
             if smote.task in self.tasks:
                 kinds = " or ".join(name for name, cls in TASK_TYPES.items() if cls.classifier)

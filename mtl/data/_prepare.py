@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import pandas as pd
@@ -67,6 +67,8 @@ class SplitData:
 class PreparedData:
     """The three splits and the input features, fitted on the training split (``features[column]``)."""
 
+    streaming: ClassVar[bool] = False  # held in memory (``mtl.data.StreamingData`` reads its splits each epoch)
+
     train: SplitData
     val: SplitData
     test: SplitData
@@ -90,6 +92,8 @@ def check_columns(frame: pd.DataFrame, config: Any, source: str) -> None:
     wanted = [(c, f"data.features.{kind}") for kind, c in configured_columns(config.data.features)]
     if config.data.split.column is not None:
         wanted.append((config.data.split.column, "data.split.column"))
+    if config.data.split.key is not None:
+        wanted.append((config.data.split.key, "data.split.key"))
     wanted += [(t.column, f"tasks.{name}.column") for name, t in config.tasks.items()]
     columns = list(frame.columns)
     for column, key in wanted:
@@ -149,8 +153,14 @@ def prepare(frame: pd.DataFrame, config: Any, tasks: dict[str, LabelCodec], sour
         )
 
     train = splits["train"]
+    key = config.data.split.key
     for name, cfg in config.tasks.items():
-        if cfg.label_fraction < 1.0:
+        if cfg.label_fraction < 1.0 and key is not None:  # the same rule as streaming: a hash of the key
+            from mtl.data._streaming import key_hash, label_kept
+
+            drop = ~label_kept(key_hash(frame[key].iloc[parts["train"]]), name, cfg.label_fraction, seed)
+            train.weights[name][drop], train.labels[name][drop] = 0.0, 0
+        elif cfg.label_fraction < 1.0:
             _keep_fraction(train, name, cfg.label_fraction, seed)
     if config.training.smote is not None:
         from mtl.data._resample import smote_resample
@@ -212,6 +222,13 @@ def _split_rows(frame: pd.DataFrame, config: Any, tasks: dict[str, LabelCodec],
     split = config.data.split
     if split.column is not None:
         return _split_by_column(frame[split.column], split.column)
+    if split.key is not None:  # a stable hash of the key, as data.streaming splits (mtl.data._streaming)
+        from mtl.data._streaming import SPLIT_CODES, hash_split, key_hash
+
+        codes = hash_split(key_hash(frame[split.key]), split)
+        if not (codes == 0).any():
+            raise MtlError("the training split is empty", where="data.split")
+        return {name: np.flatnonzero(codes == code) for name, code in SPLIT_CODES.items()}
     positions = np.arange(len(frame))
     strata = None
     if split.stratify is not None:
@@ -245,7 +262,7 @@ def _split_rows(frame: pd.DataFrame, config: Any, tasks: dict[str, LabelCodec],
     return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
 
 
-def _split_by_column(values: pd.Series, column: str) -> dict[str, np.ndarray]:
+def _split_by_column(values: pd.Series, column: str, require_train: bool = True) -> dict[str, np.ndarray]:
     names = values.astype("string").str.strip().str.lower().fillna("")
     aliases = {"train": "train", "val": "val", "valid": "val", "validation": "val", "dev": "val", "test": "test"}
     unknown = ~names.isin(list(aliases))
@@ -255,7 +272,7 @@ def _split_by_column(values: pd.Series, column: str) -> dict[str, np.ndarray]:
                        "(train, val or test)", where="data.split.column")
     names = names.map(aliases).to_numpy()
     parts = {name: np.flatnonzero(names == name) for name in ("train", "val", "test")}
-    if len(parts["train"]) == 0:
+    if require_train and len(parts["train"]) == 0:
         raise MtlError(f"no row of column {column!r} says train", where="data.split.column")
     return parts
 

@@ -56,6 +56,22 @@ class NumericFeature(Feature):
         self.std_ = std if std > 0 else 1.0
         return self
 
+    def fit_partial(self, values: np.ndarray) -> None:
+        """Merge one batch into exact running statistics (``mtl._moments``): memory does not grow with the rows."""
+        if not hasattr(self, "_moments"):
+            from mtl._moments import RunningMoments
+
+            self._moments = RunningMoments()
+        self._moments.update(values)
+
+    def finish_fit(self) -> NumericFeature:
+        moments = self.__dict__.pop("_moments", None)
+        count = float(moments.count) if moments is not None else 0.0
+        self.mean_ = float(moments.mean) if count else 0.0
+        std = float(np.sqrt(moments.variance())) if count > 1 else 1.0
+        self.std_ = std if std > 0 else 1.0
+        return self
+
     @classmethod
     def build_group(cls, features: list[Feature], inputs: dict[str, Any], model_config: Any) -> Encoded:
         from mtl.layers import Standardize

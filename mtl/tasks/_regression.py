@@ -80,6 +80,24 @@ class RegressionTask(Task):
         self.std_ = std if std > 0 else 1.0
         return self
 
+    def fit_partial(self, labels: pd.Series) -> None:
+        """Merge one batch into exact running statistics (``mtl._moments``)."""
+        from mtl._moments import RunningMoments
+
+        if not hasattr(self, "_moments"):
+            self._moments = RunningMoments()
+        values, present = self._numbers(labels)
+        self._moments.update(values[present])
+
+    def finish_fit(self) -> RegressionTask:
+        moments = self.__dict__.pop("_moments", None)
+        if moments is None or not float(moments.count):
+            raise self._error("no labels in the training split")
+        self.mean_ = float(moments.mean)
+        std = float(np.sqrt(moments.variance()))
+        self.std_ = std if std > 0 else 1.0
+        return self
+
     def encode(self, labels: pd.Series) -> tuple[np.ndarray, np.ndarray]:
         values, present = self._numbers(labels)
         return np.where(present, values, 0.0).astype("float32"), present

@@ -28,9 +28,9 @@ import yaml
 import mtl.evaluation as run_plots  # called through the package, so tests may patch a plot
 from mtl._locks import DirectoryLock
 from mtl.config import Config, dump_config, load_config
-from mtl.data import PreparedData, load_data
+from mtl.data import PreparedData, StreamingData, load_data
 from mtl.errors import MtlError
-from mtl.evaluation import choose_on_validation, evaluate_split, predict
+from mtl.evaluation import choose_on_validation, evaluate_split, predict, predict_streamed
 from mtl.model import MultiTaskModel, build_model
 from mtl.tasks import Task, decode_hierarchy
 from mtl.training import _checkpoints as checkpoints
@@ -282,6 +282,22 @@ def _callbacks(config: Config, tasks: dict[str, Task], path: Path, has_val: bool
     return callbacks
 
 
+def _train_dataset(config: Config, data: PreparedData | StreamingData, first_epoch: int) -> Any:
+    """The training batches, reshuffled each epoch from ``(seed, epoch)``: gathered from the arrays in memory, or
+    read from the files with ``data.streaming``."""
+    t = config.training
+    if data.streaming:
+        return data.dataset("train", t.batch_size, shuffle=True, seed=config.seed, first_epoch=first_epoch)
+    return to_dataset(data.train, t.batch_size, shuffle=True, seed=config.seed,
+                      bucket_by=data.words_column if t.bucket_by_length else None, first_epoch=first_epoch)
+
+
+def _held_out_dataset(data: PreparedData | StreamingData, split: str, batch_size: int) -> Any:
+    if data.streaming:
+        return data.dataset(split, batch_size)
+    return to_dataset(data.splits()[split], batch_size)
+
+
 def _run(config: Config, data: PreparedData, tasks: dict[str, Task], path: Path, record: dict,
          resume_from: tuple[dict, checkpoints.Checkpoint] | None = None) -> RunResult:
     t = config.training
@@ -312,9 +328,8 @@ def _run(config: Config, data: PreparedData, tasks: dict[str, Task], path: Path,
             if verbose == 2:
                 callbacks.append(EpochLine(t.epochs))
             model.fit(
-                to_dataset(data.train, t.batch_size, shuffle=True, seed=config.seed,
-                           bucket_by=data.words_column if t.bucket_by_length else None, first_epoch=initial_epoch),
-                validation_data=to_dataset(data.val, t.batch_size) if has_val else None,
+                _train_dataset(config, data, initial_epoch),
+                validation_data=_held_out_dataset(data, "val", t.batch_size) if has_val else None,
                 epochs=t.epochs, initial_epoch=initial_epoch, callbacks=callbacks, verbose=1 if verbose == 1 else 0,
                 shuffle=False)  # the dataset draws each epoch's order from (seed, epoch)
         elif early is not None and early.restored_weights:
@@ -322,8 +337,13 @@ def _run(config: Config, data: PreparedData, tasks: dict[str, Task], path: Path,
         kept_epoch = checkpoint.epochs_saved
         splits = {"val": data.val, "test": data.test}
         batch_size = t.batch_size if data.words_column else 1024
-        raw_predictions = {name: predict(model, split, batch_size) for name, split in splits.items()}
-        chosen = choose_on_validation(tasks, data.val, raw_predictions["val"])  # e.g. thresholds, before saving
+        if data.streaming:  # one pass over each held-out split: its targets and the model's outputs
+            streamed = {name: predict_streamed(model, split.chunks(), batch_size) for name, split in splits.items()}
+            splits = {name: split for name, (split, _) in streamed.items()}
+            raw_predictions = {name: predicted for name, (_, predicted) in streamed.items()}
+        else:
+            raw_predictions = {name: predict(model, split, batch_size) for name, split in splits.items()}
+        chosen = choose_on_validation(tasks, splits["val"], raw_predictions["val"])  # e.g. thresholds, before saving
         if chosen:
             model.set_tasks(tasks)
             for name, choice in chosen.items():
@@ -343,7 +363,7 @@ def _run(config: Config, data: PreparedData, tasks: dict[str, Task], path: Path,
         plot_dir.mkdir(exist_ok=True)
         run_plots.learning_curves(history, tasks, plot_dir, best_epoch=best_epoch)
         run_plots.loss_weights(history, tasks, plot_dir)
-        run_plots.task_plots(tasks, data.test, test_predictions, plot_dir)
+        run_plots.task_plots(tasks, splits["test"], test_predictions, plot_dir)
         if config.output.export is not None:  # before metrics.json: a run whose export failed is not finished
             from mtl.export import export_model
 
