@@ -147,3 +147,44 @@ def test_a_full_batch_queue_is_unavailable_over_grpc(doubling: Path, monkeypatch
         server.stop(grace=None)
         batcher.stop()
         registry.stop()
+
+
+def test_a_larger_request_waiting_between_two_that_merge_loses_none(doubling: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Queue [1 row, 3 rows, 1 row] with ``max_batch_size`` 2: the two single rows merge past the larger request,
+    and every request is answered (taking the second single row out of the queue once compared the requests' arrays,
+    which raised for the 3-row one and lost the first)."""
+    import threading
+
+    import numpy as np
+
+    from mtl.serving import _batching, load
+
+    started, release = threading.Event(), threading.Event()
+    real_call = _batching.call_signature
+
+    def held_call(model, tensors):  # noqa: ANN001, ANN202
+        started.set()
+        release.wait(timeout=60)
+        return real_call(model, tensors)
+
+    monkeypatch.setattr(_batching, "call_signature", held_call)
+    model = load(doubling)
+    batcher = Batcher(BatchingParameters(max_batch_size=2, batch_timeout_micros=0, num_batch_threads=1))
+    pool = ThreadPoolExecutor(4)
+    try:
+        inputs = [[1.0], [3.0], [5.0, 6.0, 7.0], [9.0]]
+        answers = [pool.submit(batcher, model, {"x": np.float32(inputs[0])})]
+        assert started.wait(timeout=60)  # the batch thread holds the first request
+        queued = 0
+        for values in inputs[1:]:  # queued in this order while the batch thread is held
+            answers.append(pool.submit(batcher, model, {"x": np.float32(values)}))
+            queued += len(values)
+            while batcher._queued_rows < queued:
+                threading.Event().wait(0.01)
+        release.set()
+        assert [a.result(timeout=60)["y"].tolist() for a in answers] == [[2.0 * v for v in x] for x in inputs]
+    finally:
+        release.set()
+        batcher.stop()  # a request lost by the batch thread is then run alone, so no thread is left waiting
+        pool.shutdown(wait=True)
