@@ -78,7 +78,7 @@ class CategoricalFeature(Feature):
 
     def unseen_count(self, values: np.ndarray) -> int:
         known = set(self.vocabulary_)
-        return sum(v not in known for v in values.tolist())
+        return len(values) - sum(map(known.__contains__, values.tolist()))
 
     @classmethod
     def build_group(cls, features: list[Feature], inputs: dict[str, Any], model_config: Any) -> Encoded:

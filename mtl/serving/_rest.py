@@ -92,6 +92,19 @@ def _decode_b64(value: Any, where: str) -> Any:
     return value
 
 
+def _name_first_odd_row(rows: list, names: list[str]) -> None:
+    """Raise ``BadRequest`` naming the first row that is not an object with the same inputs as the first."""
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise BadRequest(f"instances[{i}]: expected an object like instances[0]")
+        if len(row) != len(names) or any(n not in row for n in names):
+            missing = [n for n in names if n not in row]
+            extra = [k for k in row if k not in names]
+            raise BadRequest(f"instances[{i}]: " + "; ".join(
+                ([f"missing input(s) {missing}"] if missing else []) + (
+                    [f"unknown input(s) {extra}"] if extra else [])) + " (every row names the same inputs)")
+
+
 def parse_predict_body(raw: bytes, input_names: list[str]) -> tuple[dict[str, Any], str, str]:
     """``(columns, "row" | "columnar", signature_name)`` from a ``:predict`` body: the request's raw values per
     input name, no conversion (that is ``to_tensors``'s), or ``BadRequest`` naming what is wrong."""
@@ -117,15 +130,9 @@ def parse_predict_body(raw: bytes, input_names: list[str]) -> tuple[dict[str, An
             columns: dict[str, Any] = {input_names[0]: rows}
         else:
             names = list(rows[0])
-            for i, row in enumerate(rows):
-                if not isinstance(row, dict):
-                    raise BadRequest(f"instances[{i}]: expected an object like instances[0]")
-                if len(row) != len(names) or any(n not in row for n in names):
-                    missing = [n for n in names if n not in row]
-                    extra = [k for k in row if k not in names]
-                    raise BadRequest(f"instances[{i}]: " + "; ".join(
-                        ([f"missing input(s) {missing}"] if missing else []) + (
-                            [f"unknown input(s) {extra}"] if extra else [])) + " (every row names the same inputs)")
+            first_keys = rows[0].keys()
+            if not all(type(row) is dict and row.keys() == first_keys for row in rows):
+                _name_first_odd_row(rows, names)
             columns = {n: [row[n] for row in rows] for n in names}
         style = "row"
     else:
