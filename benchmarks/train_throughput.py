@@ -315,6 +315,8 @@ def main(argv: list[str] | None = None) -> None:
     e2e.add_argument("--end-to-end-epochs", type=int, default=8, help="epochs per synthetic run (PyTorch alike)")
     e2e.add_argument("--adult-epochs", type=int, default=6, help="epochs per Adult run")
     e2e.add_argument("--skip-adult", action="store_true")
+    e2e.add_argument("--torch-threads", type=int, nargs="+", default=[2, 1],
+                     help="PyTorch runs per round, one per thread count; mtl is compared with the fastest")
     e2e.add_argument("--rounds", type=int, default=2, help="rounds of runs, the order alternating")
     e2e.add_argument("--split-epochs", type=int, default=5, help="epochs of the in-process overhead-split run")
     e2e.add_argument("--baseline-mtl", default=None,
