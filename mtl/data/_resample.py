@@ -17,6 +17,8 @@ from mtl.errors import MtlError
 
 log = logging.getLogger("mtl")
 
+_NEIGHBOUR_CHUNK_MIB = 64
+
 
 def smote_resample(
     train: SplitData,
@@ -28,6 +30,7 @@ def smote_resample(
     seed: int = 0,
 ) -> SplitData:
     """Return ``train`` with synthetic rows of ``task``'s minority class(es) appended."""
+    import sklearn
     from imblearn.over_sampling import SMOTE, SMOTENC
 
     rows = train.labelled(task)
@@ -47,7 +50,9 @@ def smote_resample(
     else:
         sampler = SMOTE(**kwargs)
     try:
-        resampled, y_new = sampler.fit_resample(matrix, y)
+        # sklearn computes neighbour distances in chunks of up to working_memory MiB (1 GiB by default): the peak
+        with sklearn.config_context(working_memory=_NEIGHBOUR_CHUNK_MIB):
+            resampled, y_new = sampler.fit_resample(matrix, y)
     except ValueError as exc:
         raise MtlError(str(exc).splitlines()[0], where="training.smote") from None
     new = resampled[len(matrix):]
