@@ -48,12 +48,10 @@ class TrainingDiverged(MtlError):
 class DivergenceGuard(keras.callbacks.Callback):
     """Stop at the first non-finite loss by raising ``TrainingDiverged`` before anything is saved.
 
-    ``async_safe``: Keras runs the batch-end check on its callback thread, so reading the loss never stalls the
-    training loop; an error raised there reaches ``fit`` at the next batch end, at the latest before the epoch's end
-    callbacks (and so before its checkpoint).
+    Checked once per ``steps_per_execution`` steps (Keras' batch end), on the training thread: marking it
+    ``async_safe`` (Keras' callback thread) was measured to stall the loop (epochs 4-5x longer in wall time at the
+    same CPU time, TF 2.21 / Keras 3.15), so the check stays synchronous.
     """
-
-    async_safe = True
 
     def __init__(self) -> None:
         super().__init__()

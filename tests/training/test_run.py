@@ -104,7 +104,7 @@ def test_divergence_guard_raises_on_nan():
 def test_epoch_tensorboard_writes_each_epoch_under_train_and_validation(tmp_path):
     import tensorflow as tf
 
-    from mtl.training import DivergenceGuard, EpochTensorBoard
+    from mtl.training import EpochTensorBoard
 
     board = EpochTensorBoard(tmp_path)
     board.on_train_begin()
@@ -115,7 +115,6 @@ def test_epoch_tensorboard_writes_each_epoch_under_train_and_validation(tmp_path
         values = [(e.step, v.tag, float(tf.make_ndarray(v.tensor))) for f in (tmp_path / run).iterdir()
                   for e in tf.compat.v1.train.summary_iterator(str(f)) for v in e.summary.value]
         assert values == [(0, "epoch_loss", expected[0]), (1, "epoch_loss", expected[1])]
-    assert DivergenceGuard.async_safe  # its batch-end check runs off the training thread
 
 
 def test_reduce_on_plateau_and_cosine_schedules_change_the_learning_rate(tmp_path, slice_csv):
