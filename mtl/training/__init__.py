@@ -5,6 +5,7 @@ from mtl.training._batches import to_dataset
 from mtl.training._callbacks import (
     DivergenceGuard,
     EpochCheckpoint,
+    EpochTensorBoard,
     LossWeightScheduler,
     TrainingDiverged,
     WeightingEpochHooks,
@@ -13,6 +14,7 @@ from mtl.training._checkpoints import check_history, choose_checkpoint, read_sta
 from mtl.training._fingerprint import data_change, data_fingerprint, split_fingerprint
 from mtl.training._run import RunResult, log_keys, resume, train
 
-__all__ = ["DirectoryLock", "DivergenceGuard", "EpochCheckpoint", "LossWeightScheduler", "RunResult",
+__all__ = ["DirectoryLock", "DivergenceGuard", "EpochCheckpoint", "EpochTensorBoard",
+           "LossWeightScheduler", "RunResult",
            "TrainingDiverged", "WeightingEpochHooks", "check_history", "choose_checkpoint", "data_change",
            "data_fingerprint", "log_keys", "read_state", "resume", "split_fingerprint", "to_dataset", "train"]

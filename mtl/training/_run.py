@@ -38,6 +38,7 @@ from mtl.training._batches import to_dataset
 from mtl.training._callbacks import (
     DivergenceGuard,
     EpochCheckpoint,
+    EpochTensorBoard,
     LossWeightScheduler,
     ResumableEarlyStopping,
     ResumableReduceLROnPlateau,
@@ -276,7 +277,7 @@ def _callbacks(config: Config, tasks: dict[str, Task], path: Path, has_val: bool
     # its checkpoint (dropped on --resume), never one less
     callbacks += stateful + [
         keras.callbacks.CSVLogger(str(path / "history.csv"), append=True),
-        keras.callbacks.TensorBoard(log_dir=str(path / "tensorboard"), write_graph=False),
+        EpochTensorBoard(path / "tensorboard"),
         EpochCheckpoint(path / "checkpoints", stateful, record),
     ]
     return callbacks

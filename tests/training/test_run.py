@@ -102,6 +102,22 @@ def test_divergence_guard_raises_on_nan():
     assert issubclass(TrainingDiverged, MtlError)
 
 
+def test_epoch_tensorboard_writes_each_epoch_under_train_and_validation(tmp_path):
+    import tensorflow as tf
+
+    from mtl.training import EpochTensorBoard
+
+    board = EpochTensorBoard(tmp_path)
+    board.on_train_begin()
+    board.on_epoch_end(0, {"loss": 0.5, "val_loss": 0.75})
+    board.on_epoch_end(1, {"loss": 0.25, "val_loss": 0.5})
+    board.on_train_end()
+    for run, expected in (("train", [0.5, 0.25]), ("validation", [0.75, 0.5])):
+        values = [(e.step, v.tag, float(tf.make_ndarray(v.tensor))) for f in (tmp_path / run).iterdir()
+                  for e in tf.compat.v1.train.summary_iterator(str(f)) for v in e.summary.value]
+        assert values == [(0, "epoch_loss", expected[0]), (1, "epoch_loss", expected[1])]
+
+
 def test_reduce_on_plateau_and_cosine_schedules_change_the_learning_rate(tmp_path, slice_csv):
     plateau = {"type": "reduce_on_plateau", "monitor": "val_loss", "patience": 0, "factor": 0.5, "min_lr": 0}
     config = config_from_dict(tiny_config(path=str(slice_csv), training__epochs=3, training__learning_rate=1e-9,
