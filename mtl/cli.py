@@ -14,6 +14,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from mtl._progress import STARTUP_NOISE  # noqa: F401  the lines the CLI keeps quiet, public here
 from mtl.errors import MtlError
 
 EXIT_BAD_INPUT = 2

@@ -12,12 +12,11 @@ import pytest
 from conftest import ROOT, tiny_config, write_yaml
 
 import mtl.tuning
-from mtl._progress import STARTUP_NOISE
-from mtl.cli import main
+from mtl.cli import STARTUP_NOISE, main
 from mtl.config import config_from_dict
 from mtl.data import prepare
 from mtl.tasks import build_tasks
-from mtl.training._progress import EpochLine, fit_verbosity
+from mtl.training import EpochLine, fit_verbosity
 
 
 def run_mtl(*args: str, cwd=None) -> subprocess.CompletedProcess:
