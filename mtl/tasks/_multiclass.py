@@ -178,7 +178,9 @@ class MulticlassTask(ClassificationTask):
     @classmethod
     def read_app_output(cls, app: Any, name: str, entry: dict) -> dict[str, Any]:
         label = next(m.value for m in app.metric if m.label == f"{name}: most likely")
-        table = next(d.value for d in app.dataframe if list(d.value.columns) == ["class", "probability"])
+        classes = [str(c) for c in entry["classes"]]  # this task's table, when several multiclass tasks show one
+        table = next(d.value for d in app.dataframe if list(d.value.columns) == ["class", "probability"]
+                     and [str(c) for c in d.value["class"]] == classes)
         return {f"{name}_label": label,
                 **{f"{name}_{c}": float(p) for c, p in zip(table["class"], table["probability"], strict=True)}}
 
