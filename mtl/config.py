@@ -27,7 +27,7 @@ from mtl._schema import WeightSchedule
 from mtl.errors import MtlError
 from mtl.features import FEATURE_KINDS, configured_columns
 from mtl.features import shown as quote_value
-from mtl.tasks import TASK_TYPES
+from mtl.tasks import TASK_TYPES, check_links
 
 __all__ = [
     "BackboneConfig",
@@ -422,6 +422,8 @@ class Config(_Strict):
         self._check_weighting()
         self._check_features()
         self._check_parents()
+        check_links({name: task.links() for name, task in self.tasks.items()},
+                    {name: TASK_TYPES[task.type] for name, task in self.tasks.items()})
         smote = self.training.smote
         if smote is not None and self.data.streaming:
             raise ValueError("training.smote: SMOTE resamples the whole training table in memory; it is not "

@@ -340,6 +340,7 @@ class StreamingSplit:
     source: StreamingData
     count: int = 0
     labelled_counts: dict[str, int] = field(default_factory=dict)
+    teaching_count: int = 0  # rows with at least one label that label_fraction keeps: what training iterates over
     digest: Any = field(default_factory=hashlib.sha256)
 
     def __len__(self) -> int:
@@ -404,6 +405,7 @@ class StreamingData:
                             fitted_on[name] = fitted_on.get(name, 0) + int(labelled.sum())
                 for name in self.tasks:
                     split.labelled_counts[name] = split.labelled_counts.get(name, 0) + int((mine & kept[name]).sum())
+                split.teaching_count += int((mine & np.logical_or.reduce(list(kept.values()))).sum())
         if not self.train.count:
             raise MtlError(f"the training split of {self.source} is empty", where="data.split")
         for name, task in self.tasks.items():
@@ -560,19 +562,22 @@ class StreamingData:
             pieces, output_signature=(coded, *signature[1:]) if with_labels else coded)
         dataset = dataset.map(lambda *element: (gather(element[0]), *element[1:]) if with_labels
                               else gather(element[0]))
-        batches = math.ceil(len(part) / batch_size)
+        batches = math.ceil((part.teaching_count if split == "train" else len(part)) / batch_size)
         dataset = dataset.rebatch(batch_size).apply(tf.data.experimental.assert_cardinality(batches))
         return dataset.prefetch(tf.data.AUTOTUNE)
 
     def pieces(self, split: str, batch_size: int, shuffle: bool, seed: int, epoch: int) -> Iterator[Chunk]:
         """One epoch of a split in pieces of whole batches (the last may end with a partial one). With ``shuffle``:
         files in an order drawn from ``(seed, epoch)``, and rows through a buffer of ``data.shuffle_buffer`` rows
-        that is permuted whenever it is full, its first half then handed on."""
+        that is permuted whenever it is full, its first half then handed on. The training split skips rows that
+        carry no label after ``label_fraction`` (they teach nothing)."""
         buffer = self.config.data.shuffle_buffer
         piece = batch_size * max(1, 8192 // batch_size)  # rows per element handed to tf.data
         rng = np.random.default_rng([seed, epoch, 2])
         pool: Chunk | None = None
         for chunk in self.splits()[split].chunks(shuffle, seed, epoch):
+            if split == "train":
+                chunk = chunk.take(np.flatnonzero(np.logical_or.reduce([w > 0 for w in chunk.weights.values()])))
             pool = chunk if pool is None else Chunk.join([pool, chunk])
             if shuffle and len(pool) < buffer:
                 continue
