@@ -296,6 +296,8 @@ class TrainingConfig(_Strict):
     weighting: WeightingConfig = WeightingConfig()
     mixed_precision: Literal["float32", "mixed_bfloat16", "mixed_float16"] = "float32"
     bucket_by_length: bool = Field(False, description="text: batch training rows of similar length together")
+    skip_unlabelled_rows: bool = Field(True, description="iterate only over training rows that carry a label after "
+                                       "label_fraction and SMOTE (false: every row, as many steps per epoch as rows)")
 
     _coerce_weighting = field_validator("weighting", mode="before")(_weighting)
 

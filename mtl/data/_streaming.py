@@ -531,9 +531,10 @@ class StreamingData:
             yield Chunk(chunk.features, labels, weights, chunk.rows)
 
     def dataset(self, split: str, batch_size: int, shuffle: bool = False, seed: int = 0,
-                first_epoch: int = 0, with_labels: bool = True) -> Any:
+                first_epoch: int = 0, with_labels: bool = True, skip_unlabelled: bool = False) -> Any:
         """A ``tf.data`` pipeline of the split's ``(features, labels, weights)`` batches; with ``shuffle`` the n-th
-        pass is epoch ``first_epoch + n``: its file order and buffer shuffle are drawn from ``(seed, epoch)``."""
+        pass is epoch ``first_epoch + n``: its file order and buffer shuffle are drawn from ``(seed, epoch)``.
+        ``skip_unlabelled`` leaves out the rows that carry no label after ``label_fraction`` (training)."""
         import tensorflow as tf
 
         part = self.splits()[split]
@@ -544,7 +545,7 @@ class StreamingData:
         texts = [c for c, f in self.features.items() if f.dtype == "string" and f.input_shape() == ()]
 
         def pieces() -> Iterator[tuple | dict]:
-            for chunk in self.pieces(split, batch_size, shuffle, seed, next(epochs)):
+            for chunk in self.pieces(split, batch_size, shuffle, seed, next(epochs), skip_unlabelled):
                 features = dict(chunk.features)
                 for column in texts:
                     table, codes = np.unique(features[column], return_inverse=True)
@@ -562,21 +563,22 @@ class StreamingData:
             pieces, output_signature=(coded, *signature[1:]) if with_labels else coded)
         dataset = dataset.map(lambda *element: (gather(element[0]), *element[1:]) if with_labels
                               else gather(element[0]))
-        batches = math.ceil((part.teaching_count if split == "train" else len(part)) / batch_size)
+        batches = math.ceil((part.teaching_count if skip_unlabelled else len(part)) / batch_size)
         dataset = dataset.rebatch(batch_size).apply(tf.data.experimental.assert_cardinality(batches))
         return dataset.prefetch(tf.data.AUTOTUNE)
 
-    def pieces(self, split: str, batch_size: int, shuffle: bool, seed: int, epoch: int) -> Iterator[Chunk]:
+    def pieces(self, split: str, batch_size: int, shuffle: bool, seed: int, epoch: int,
+               skip_unlabelled: bool = False) -> Iterator[Chunk]:
         """One epoch of a split in pieces of whole batches (the last may end with a partial one). With ``shuffle``:
         files in an order drawn from ``(seed, epoch)``, and rows through a buffer of ``data.shuffle_buffer`` rows
-        that is permuted whenever it is full, its first half then handed on. The training split skips rows that
+        that is permuted whenever it is full, its first half then handed on. ``skip_unlabelled`` leaves out rows that
         carry no label after ``label_fraction`` (they teach nothing)."""
         buffer = self.config.data.shuffle_buffer
         piece = batch_size * max(1, 8192 // batch_size)  # rows per element handed to tf.data
         rng = np.random.default_rng([seed, epoch, 2])
         pool: Chunk | None = None
         for chunk in self.splits()[split].chunks(shuffle, seed, epoch):
-            if split == "train":
+            if skip_unlabelled:
                 chunk = chunk.take(np.flatnonzero(np.logical_or.reduce([w > 0 for w in chunk.weights.values()])))
             pool = chunk if pool is None else Chunk.join([pool, chunk])
             if shuffle and len(pool) < buffer:

@@ -70,9 +70,9 @@ def build_model(model_config: Any, tasks: dict[str, Task], features: dict[str, F
             x = words
         else:
             x = trunk.representations[name]
-        features = [linked(link, True) for link in task.links if not link["product"]]
-        if features:
-            x = task.join_links(x, features)
+        read = [linked(link, True) for link in task.links if not link["product"]]
+        if read:
+            x = task.join_links(x, read)
         funnel = [linked(link, False) for link in task.links if link["product"]]
         outputs[name] = task.build_head(x, model_config.heads.get(name, model_config.head), funnel=funnel or None)
     outputs = {name: outputs[name] for name in tasks}

@@ -290,9 +290,11 @@ def teaching_rows(split: SplitData) -> SplitData:
     return split.subset(np.logical_or.reduce([w > 0 for w in split.weights.values()]))
 
 
-def _training_rows(data: PreparedData | StreamingData) -> tuple[SplitData | None, int]:
+def _training_rows(data: PreparedData | StreamingData, skip: bool) -> tuple[SplitData | None, int]:
     """What training iterates over and its row count (the streamed data skips the rows itself: ``None``), logged
-    when rows are set aside."""
+    when rows are set aside; ``skip`` false (``training.skip_unlabelled_rows``) keeps every row."""
+    if not skip:
+        return (None, len(data.train)) if data.streaming else (data.train, len(data.train))
     train = None if data.streaming else teaching_rows(data.train)
     kept = data.train.teaching_count if train is None else len(train)
     if kept == 0:
@@ -310,7 +312,8 @@ def _train_dataset(config: Config, data: PreparedData | StreamingData, train: Sp
     gathered from the arrays in memory, or read from the files with ``data.streaming``."""
     t = config.training
     if data.streaming:
-        return data.dataset("train", t.batch_size, shuffle=True, seed=config.seed, first_epoch=first_epoch)
+        return data.dataset("train", t.batch_size, shuffle=True, seed=config.seed, first_epoch=first_epoch,
+                            skip_unlabelled=t.skip_unlabelled_rows)
     return to_dataset(train, t.batch_size, shuffle=True, seed=config.seed,
                       bucket_by=data.words_column if t.bucket_by_length else None, first_epoch=first_epoch)
 
@@ -330,7 +333,7 @@ def _run(config: Config, data: PreparedData, tasks: dict[str, Task], path: Path,
     kept_epoch = resume_from[1].epoch if resume_from else 0
     try:
         model = build_model(config.model, tasks, data.features, weighting=t.weighting.model_dump())
-        train, train_rows = _training_rows(data)
+        train, train_rows = _training_rows(data, t.skip_unlabelled_rows)
         steps_per_epoch = math.ceil(train_rows / t.batch_size)
         model.compile(optimizer=_optimizer(config, steps_per_epoch), jit_compile=t.jit_compile,
                       steps_per_execution=min(t.steps_per_execution, steps_per_epoch))
