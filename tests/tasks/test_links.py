@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import tiny_config, write_yaml
+from conftest import text_config, tiny_config, write_yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -76,6 +76,38 @@ def test_links_between_type_pairs_feed_the_head_and_train(frame):
     assert np.isfinite(history.history["loss"][0])
 
 
+def test_tagging_links_both_ways(atis_frame):
+    """A row-level head reads a tagging task's mean tag distribution; a tagging head reads a row-level output beside
+    every word (tagging -> multiclass, binary -> tagging with stop_gradient); gradients flow as the links say."""
+    rows = atis_frame[atis_frame["split"] == "train"].head(96)
+    frame = rows.assign(split=["train"] * 64 + ["val"] * 16 + ["test"] * 16).reset_index(drop=True)
+    raw = text_config("unused.jsonl", tasks__intent__inputs=["slots"])
+    raw["tasks"]["first_is_o"] = {"type": "binary", "column": "first_is_o",
+                                  "inputs": [{"task": "intent", "stop_gradient": True}]}
+    raw["tasks"]["slots"]["inputs"] = [{"task": "first_is_o", "stop_gradient": True}]
+    frame["first_is_o"] = ["yes" if tags[0] == "O" else "no" for tags in frame["slots"]]
+    with pytest.raises(MtlError, match="the task links form a cycle"):
+        config_from_dict(raw)  # intent -> slots -> first_is_o -> intent
+    raw["tasks"]["first_is_o"]["inputs"] = []
+    cfg = config_from_dict(raw)
+    built = build_tasks(cfg.tasks)
+    data = prepare(frame, cfg, built)
+    model = build_model(cfg.model, built, data.features)
+    assert reads(model, "intent", "slots") and reads(model, "slots", "first_is_o")
+    assert not reads(model, "first_is_o", "intent")
+    mean_tags = next(layer for layer in model.layers if layer.input is model.output["slots"]
+                     and layer is not model.get_layer("slots"))
+    batch = {c: v[:8] for c, v in data.train.features.items()}
+    probs, means = keras.Model(model.input, [model.output["slots"], mean_tags.output])(batch)
+    seen = np.asarray(probs).sum(-1) > 0.5
+    expected = (np.asarray(probs) * seen[..., None]).sum(1) / seen.sum(1, keepdims=True)
+    np.testing.assert_allclose(means, expected, rtol=1e-5, atol=1e-6)
+    assert any(g is not None and float(tf.reduce_max(tf.abs(g))) > 0
+               for g in _head_gradients(model, data, "intent", "slots"))
+    assert all(g is None or float(tf.reduce_max(tf.abs(g))) == 0
+               for g in _head_gradients(model, data, "slots", "first_is_o"))
+
+
 def test_a_regression_output_is_read_in_standardised_units(frame):
     model, data = linked_model(frame, {"income": ["hours_per_week"]})
     task = model.tasks["hours_per_week"]
@@ -89,7 +121,7 @@ def test_a_regression_output_is_read_in_standardised_units(frame):
 
 def _head_gradients(model, data, reader: str, source: str) -> list:
     """Gradients of ``reader``'s masked loss with respect to the variables of ``source``'s head."""
-    x, y, w = next(iter(to_dataset(data.train, 128)))
+    x, y, w = next(iter(to_dataset(data.train, 32)))
     variables = [v for v in model.trainable_variables if v.path.startswith(f"{source}_") or v.path.startswith(
         f"{source}/")]
     assert variables
