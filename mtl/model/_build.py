@@ -49,7 +49,7 @@ def build_model(model_config: Any, tasks: dict[str, Task], features: dict[str, F
     row_tasks = [name for name, task in tasks.items() if task.level == "row"]
     trunk = build_trunk(encoded, model_config.trunk, row_tasks) if row_tasks else None
     outputs: dict[str, Any] = {}
-    link_features: dict[tuple[str, bool], Any] = {}  # (task, stop_gradient): what a linked head reads, built once
+    link_features: dict[tuple, Any] = {}  # (task, stop_gradient[, "product"]): what a linked head reads, built once
 
     def linked(link: dict, features: bool) -> Any:
         source = link["task"]
