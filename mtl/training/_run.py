@@ -290,7 +290,7 @@ def teaching_rows(split: SplitData) -> SplitData:
     return split.subset(np.logical_or.reduce([w > 0 for w in split.weights.values()]))
 
 
-def _training_rows(data: PreparedData | StreamingData, skip: bool) -> tuple[SplitData | None, int]:
+def _training_rows(data: PreparedData | StreamingData, skip: bool, batch_size: int) -> tuple[SplitData | None, int]:
     """What training iterates over and its row count (the streamed data skips the rows itself: ``None``), logged
     when rows are set aside; ``skip`` false (``training.skip_unlabelled_rows``) keeps every row."""
     if not skip:
@@ -301,8 +301,10 @@ def _training_rows(data: PreparedData | StreamingData, skip: bool) -> tuple[Spli
         raise MtlError("no training row carries a label after label_fraction; raise a label_fraction", where="tasks")
     if kept < len(data.train):
         log.info("training iterates over %d of %d training rows: %d carry no label after label_fraction%s and are "
-                 "set aside (evaluation is unchanged)", kept, len(data.train), len(data.train) - kept,
-                 "" if data.streaming else " and SMOTE")
+                 "set aside (evaluation is unchanged); %d step(s) per epoch instead of %d: raise training.epochs "
+                 "to keep the optimizer steps", kept, len(data.train), len(data.train) - kept,
+                 "" if data.streaming else " and SMOTE", math.ceil(kept / batch_size),
+                 math.ceil(len(data.train) / batch_size))
     return train, kept
 
 
@@ -333,7 +335,7 @@ def _run(config: Config, data: PreparedData, tasks: dict[str, Task], path: Path,
     kept_epoch = resume_from[1].epoch if resume_from else 0
     try:
         model = build_model(config.model, tasks, data.features, weighting=t.weighting.model_dump())
-        train, train_rows = _training_rows(data, t.skip_unlabelled_rows)
+        train, train_rows = _training_rows(data, t.skip_unlabelled_rows, t.batch_size)
         steps_per_epoch = math.ceil(train_rows / t.batch_size)
         model.compile(optimizer=_optimizer(config, steps_per_epoch), jit_compile=t.jit_compile,
                       steps_per_execution=min(t.steps_per_execution, steps_per_epoch))

@@ -35,8 +35,11 @@ def test_rows_without_a_label_are_set_aside_and_logged(adult_csv, tmp_path, capl
     labelled = int(train.labelled("income").sum())
     assert 0 < labelled < len(train) * 0.5
     lines = [r.getMessage() for r in caplog.records if "set aside" in r.getMessage()]
+    steps, before = -(-labelled // 128), -(-len(train) // 128)
     assert lines == [f"training iterates over {labelled} of {len(train)} training rows: {len(train) - labelled} "
-                     "carry no label after label_fraction and SMOTE and are set aside (evaluation is unchanged)"]
+                     "carry no label after label_fraction and SMOTE and are set aside (evaluation is unchanged); "
+                     f"{steps} step(s) per epoch instead of {before}: raise training.epochs to keep the optimizer "
+                     "steps"]
     assert result.metrics["test"]["income"]["n"] == int(result.data.test.labelled("income").sum()) > 0
 
 
