@@ -25,8 +25,14 @@ linear ramps), ``sched_anneal`` (auxiliary weight falling linearly from 1 to 0) 
 (auxiliary weight 0.3 throughout); ``best_schedule``, not a run of its own: per fraction and seed, the
 schedule with the best validation income AUC, reported with its test AUC; the weighting strategies
 ``uncertainty gradnorm dwa rlw pcgrad cagrad``; the trunks ``mmoe ple`` (equal weights); ``single_mmoe``
-(income alone on the MMoE trunk: separates the trunk's effect from the auxiliary task's). Every run stops
-early on validation income AUC (patience 2) and restores its best epoch.
+(income alone on the MMoE trunk: separates the trunk's effect from the auxiliary task's); ``linked`` (equal
+weights, and income's head reads the auxiliary task's prediction through a task link, ``tasks.income.inputs``) and
+``linked_fixed`` (the same link with ``stop_gradient``: income's loss does not train the auxiliary head);
+``single_skip`` (single-task with ``training.skip_unlabelled_rows``, mtl's default: an epoch covers only the rows
+with an income label, so at 1 % it is one step). Every other variant keeps every training row in its epochs
+(``skip_unlabelled_rows: false``), so all of them take the same optimizer steps and ``aux0`` equals ``single``.
+Every run stops early on validation income AUC (patience 2) and restores its best epoch. Each record keeps its
+wall and CPU time and the peak RSS of the process that ran it.
 
 The text half of issue 5 (inputs where representation learning matters: the Women's clothing reviews on MiniLM,
 frozen and fine-tuned) is ``benchmarks/low_label_text.py``.
@@ -39,6 +45,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import resource
 import shutil
 import statistics
 import sys
@@ -70,6 +77,9 @@ class Variant:
     aux_weight: float | dict = 1.0
     weighting: str = "fixed"
     trunk: str = "shared_bottom"
+    link: str | None = None  # "link": income's head reads the auxiliary outputs (tasks.income.inputs); "fixed": with
+    # stop_gradient (income's loss does not train the auxiliary heads)
+    skip_unlabelled: bool = False  # training.skip_unlabelled_rows (off: every variant takes the same steps per epoch)
     cost: float = 1.0  # relative run time, for ordering the queue (the slowest first)
 
 
@@ -90,6 +100,10 @@ VARIANTS = {v.name: v for v in [
     Variant("mmoe", "MTL, MMoE trunk (equal weights)", trunk="mmoe", cost=1.3),
     Variant("ple", "MTL, PLE trunk (equal weights)", trunk="ple", cost=1.5),
     Variant("single_mmoe", "control: single-task on the MMoE trunk", aux=False, trunk="mmoe", cost=1.3),
+    Variant("linked", "MTL, income reads the auxiliary output (task link)", link="link"),
+    Variant("linked_fixed", "MTL, task link with stop_gradient", link="fixed"),
+    Variant("single_skip", "single-task, unlabelled rows skipped (mtl's default)", aux=False, skip_unlabelled=True,
+            cost=0.5),
 ]}
 SCHEDULES = ("sched_ramp", "sched_anneal", "sched_light")
 BEST = "best_schedule"
@@ -121,6 +135,8 @@ def adult_config(variant: Variant, fraction: float, seed: int, aux: list[str], e
         for name in aux:
             tasks[name] = {"type": "regression", "column": name, "loss": "huber", "metrics": ["rmse"],
                            "weight": variant.aux_weight}
+    if variant.link is not None:
+        tasks[MAIN]["inputs"] = [{"task": name, "stop_gradient": variant.link == "fixed"} for name in aux]
     trunk: dict[str, Any] = {"type": variant.trunk, "activation": "relu", "dropout": 0.1, "norm": "batch"}
     if variant.trunk == "shared_bottom":
         trunk["units"] = [128, 64]
@@ -136,7 +152,7 @@ def adult_config(variant: Variant, fraction: float, seed: int, aux: list[str], e
         "model": {"trunk": trunk, "head": {"units": [32], "activation": "relu"}},
         "training": {"epochs": epochs, "batch_size": batch_size, "optimizer": "adam", "learning_rate": learning_rate,
                      "early_stopping": {"monitor": f"val_{MAIN}_auc", "patience": 2, "restore_best_weights": True},
-                     "weighting": weighting, "verbose": 0},
+                     "weighting": weighting, "verbose": 0, "skip_unlabelled_rows": variant.skip_unlabelled},
     }
 
 
@@ -164,6 +180,7 @@ def run_job(job: Job) -> dict:
     try:
         result = mtl.train(config_from_dict(job.config), os.path.join(tmp, "run"))
         record |= {"val_auc": result.metrics["val"][MAIN]["auc"], "test_auc": result.metrics["test"][MAIN]["auc"],
+                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                    "epochs": len(result.history),
                    "aux_test_rmse": {t: m["rmse"] for t, m in result.metrics["test"].items() if t != MAIN}}
     except Exception as exc:  # one failed run is reported, not the end of a half-hour benchmark
@@ -232,6 +249,8 @@ def summarise(records: list[dict]) -> dict[str, dict[float, dict]]:
                                     "seconds": statistics.fmean(r["seconds"] for r in runs),
                                     "cpu_seconds": statistics.fmean(r["cpu_seconds"] for r in runs),
                                     "epochs": statistics.fmean(r["epochs"] for r in runs)}
+            if all("peak_rss_mb" in r for r in runs):  # the worker process's peak so far (it runs up to 10 runs)
+                cell["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)
             paired = [(r["test_auc"], by_key["single", fraction, r["seed"]]["test_auc"]) for r in runs
                       if ("single", fraction, r["seed"]) in by_key]
             if paired and name != "single":
@@ -269,13 +288,16 @@ def markdown_table(summary: dict[str, dict[float, dict]], seeds: int) -> str:
 def delta_table(summary: dict[str, dict[float, dict]]) -> str:
     """Rows: variants; per fraction, the paired test AUC difference to single-task, mean ± std over seeds."""
     fractions = sorted({f for cells in summary.values() for f in cells})
-    lines = ["| variant | " + " | ".join(f"ΔAUC {f:.0%}" for f in fractions) + " |",
-             "|---|" + "---:|" * len(fractions)]
+    lines = ["| variant | " + " | ".join(f"ΔAUC {f:.0%}" for f in fractions) + " | wall s/run | peak RSS MB |",
+             "|---|" + "---:|" * (len(fractions) + 2)]
     for name, cells in summary.items():
         if name == "single":
             continue
         row = [name] + [f"{cells[f]['delta_auc'][0]:+.4f} ± {cells[f]['delta_auc'][1]:.4f}"
                         if f in cells and "delta_auc" in cells[f] else "—" for f in fractions]
+        row.append(f"{statistics.fmean(c['seconds'] for c in cells.values()):.0f}")
+        rss = [c["peak_rss_mb"] for c in cells.values() if "peak_rss_mb" in c]
+        row.append(f"{max(rss):.0f}" if rss else "—")
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
@@ -313,7 +335,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     names = [n for n in VARIANTS if n in args.variants or (BEST in args.variants and n in SCHEDULES)]
     jobs = [Job(n, f, s, adult_config(VARIANTS[n], f, s, args.aux, args.epochs, args.batch_size, args.learning_rate))
-            for f in args.fractions for s in range(args.seeds) for n in names]
+            for f in args.fractions for s in range(args.seeds) for n in names
+            if not (VARIANTS[n].skip_unlabelled and f == 1.0)]  # every row has a label: the same run as single
     host = machine()
     print(f"Low-label benchmark (tabular): UCI Adult, main task income, auxiliary {', '.join(args.aux)}; "
           f"{args.seeds} seeds, income labels on {', '.join(f'{f:.0%}' for f in args.fractions)} of the training "

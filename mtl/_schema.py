@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["Strict", "LossConfig", "WeightSchedule", "TaskConfigBase", "UnseenLabels"]
+__all__ = ["Strict", "LossConfig", "WeightSchedule", "TaskConfigBase", "TaskLink", "UnseenLabels"]
 
 
 class Strict(BaseModel):
@@ -51,6 +51,20 @@ def _loss(value: Any) -> Any:
 UnseenLabels = Literal["error", "ignore"]
 
 
+class TaskLink(Strict):
+    """One entry of ``tasks.<name>.inputs``: another task whose output this task's head reads beside the trunk."""
+
+    task: str = Field(description="the task whose output is read")
+    stop_gradient: bool = Field(False, description="the linked output is a fixed feature: this task's loss does "
+                                                   "not train the linked task")
+    product: bool = Field(False, description="funnel (ESMM): this head learns p(main | linked) and its output is "
+                                             "p(linked) * p(main | linked); binary -> binary only")
+
+
+def _link(value: Any) -> Any:
+    return {"task": value} if isinstance(value, str) else value
+
+
 class TaskConfigBase(Strict):
     """Keys every task type has; a task type's own config class adds ``type: Literal[...]`` and its keys."""
 
@@ -60,8 +74,20 @@ class TaskConfigBase(Strict):
     weight: float | WeightSchedule = Field(1.0)
     label_fraction: float = Field(1.0, gt=0, le=1)
     trainable: bool = True
+    inputs: list[TaskLink] = Field([], description="other tasks whose outputs this head reads beside the trunk: "
+                                                   "a task name, or {task, stop_gradient, product}")
 
     _coerce_loss = field_validator("loss", mode="before")(_loss)
+
+    @field_validator("inputs", mode="before")
+    @classmethod
+    def _coerce_links(cls, value: Any) -> Any:
+        return [_link(v) for v in value] if isinstance(value, list) else value
+
+    def links(self) -> list[tuple[str, TaskLink]]:
+        """``(config key, link)`` of every task this one reads (a type adds implied ones, e.g. a label tree's
+        parent)."""
+        return [(f"inputs[{i}]", link) for i, link in enumerate(self.inputs)]
 
     @field_validator("weight")
     @classmethod

@@ -27,7 +27,7 @@ from mtl._schema import WeightSchedule
 from mtl.errors import MtlError
 from mtl.features import FEATURE_KINDS, configured_columns
 from mtl.features import shown as quote_value
-from mtl.tasks import TASK_TYPES
+from mtl.tasks import TASK_TYPES, check_links
 
 __all__ = [
     "BackboneConfig",
@@ -296,6 +296,8 @@ class TrainingConfig(_Strict):
     weighting: WeightingConfig = WeightingConfig()
     mixed_precision: Literal["float32", "mixed_bfloat16", "mixed_float16"] = "float32"
     bucket_by_length: bool = Field(False, description="text: batch training rows of similar length together")
+    skip_unlabelled_rows: bool = Field(True, description="iterate only over training rows that carry a label after "
+                                       "label_fraction and SMOTE (false: every row, as many steps per epoch as rows)")
 
     _coerce_weighting = field_validator("weighting", mode="before")(_weighting)
 
@@ -422,6 +424,8 @@ class Config(_Strict):
         self._check_weighting()
         self._check_features()
         self._check_parents()
+        check_links({name: task.links() for name, task in self.tasks.items()},
+                    {name: TASK_TYPES[task.type] for name, task in self.tasks.items()})
         smote = self.training.smote
         if smote is not None and self.data.streaming:
             raise ValueError("training.smote: SMOTE resamples the whole training table in memory; it is not "

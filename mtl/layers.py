@@ -52,3 +52,14 @@ def dense_stack(x: Any, units: list[int], activation: str, dropout: float, norm:
         if dropout:
             x = keras.layers.Dropout(dropout, name=f"{prefix}_dropout_{i}")(x)
     return x
+
+
+@keras.saving.register_keras_serializable("mtl")
+class StopGradient(keras.layers.Layer):
+    """The identity whose gradient is zero: a linked task's output read as a fixed feature (``stop_gradient``)."""
+
+    def call(self, x: Any) -> Any:
+        return keras.ops.stop_gradient(x)
+
+    def compute_output_shape(self, input_shape: Any) -> tuple:
+        return tuple(input_shape)

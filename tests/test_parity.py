@@ -112,3 +112,14 @@ def test_vector_and_numeric(adult: pd.DataFrame, tmp_path: Path) -> None:
     features = {"numeric": ["age", "fnlwgt"], "vector": ["profile vector"]}
     result = run_parity_test(frame, _config(features, ADULT_TASKS), tmp_path, train_format="csv")
     assert len(result.rows["profile vector"].iloc[0]) == 3
+
+
+def test_task_links(adult: pd.DataFrame, tmp_path: Path) -> None:
+    """Task links are part of the one exported graph: a regression -> binary link, a binary -> multiclass link with
+    stop_gradient and a product (funnel) link between two binary tasks give the same outputs on every path."""
+    tasks = copy.deepcopy(ADULT_TASKS)
+    tasks["male"] = {"type": "binary", "column": "gender", "positive": "Male"}
+    tasks["income"]["inputs"] = ["hours_per_week", {"task": "male", "product": True}]
+    tasks["race"]["inputs"] = [{"task": "income", "stop_gradient": True}]
+    run_parity_test(adult, _config({"numeric": ["age", "educational_num"], "categorical": ["occupation"]}, tasks),
+                    tmp_path, train_format="csv")

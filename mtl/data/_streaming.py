@@ -340,6 +340,7 @@ class StreamingSplit:
     source: StreamingData
     count: int = 0
     labelled_counts: dict[str, int] = field(default_factory=dict)
+    teaching_count: int = 0  # rows with at least one label that label_fraction keeps: what training iterates over
     digest: Any = field(default_factory=hashlib.sha256)
 
     def __len__(self) -> int:
@@ -404,6 +405,7 @@ class StreamingData:
                             fitted_on[name] = fitted_on.get(name, 0) + int(labelled.sum())
                 for name in self.tasks:
                     split.labelled_counts[name] = split.labelled_counts.get(name, 0) + int((mine & kept[name]).sum())
+                split.teaching_count += int((mine & np.logical_or.reduce(list(kept.values()))).sum())
         if not self.train.count:
             raise MtlError(f"the training split of {self.source} is empty", where="data.split")
         for name, task in self.tasks.items():
@@ -529,9 +531,10 @@ class StreamingData:
             yield Chunk(chunk.features, labels, weights, chunk.rows)
 
     def dataset(self, split: str, batch_size: int, shuffle: bool = False, seed: int = 0,
-                first_epoch: int = 0, with_labels: bool = True) -> Any:
+                first_epoch: int = 0, with_labels: bool = True, skip_unlabelled: bool = False) -> Any:
         """A ``tf.data`` pipeline of the split's ``(features, labels, weights)`` batches; with ``shuffle`` the n-th
-        pass is epoch ``first_epoch + n``: its file order and buffer shuffle are drawn from ``(seed, epoch)``."""
+        pass is epoch ``first_epoch + n``: its file order and buffer shuffle are drawn from ``(seed, epoch)``.
+        ``skip_unlabelled`` leaves out the rows that carry no label after ``label_fraction`` (training)."""
         import tensorflow as tf
 
         part = self.splits()[split]
@@ -542,7 +545,7 @@ class StreamingData:
         texts = [c for c, f in self.features.items() if f.dtype == "string" and f.input_shape() == ()]
 
         def pieces() -> Iterator[tuple | dict]:
-            for chunk in self.pieces(split, batch_size, shuffle, seed, next(epochs)):
+            for chunk in self.pieces(split, batch_size, shuffle, seed, next(epochs), skip_unlabelled):
                 features = dict(chunk.features)
                 for column in texts:
                     table, codes = np.unique(features[column], return_inverse=True)
@@ -560,19 +563,23 @@ class StreamingData:
             pieces, output_signature=(coded, *signature[1:]) if with_labels else coded)
         dataset = dataset.map(lambda *element: (gather(element[0]), *element[1:]) if with_labels
                               else gather(element[0]))
-        batches = math.ceil(len(part) / batch_size)
+        batches = math.ceil((part.teaching_count if skip_unlabelled else len(part)) / batch_size)
         dataset = dataset.rebatch(batch_size).apply(tf.data.experimental.assert_cardinality(batches))
         return dataset.prefetch(tf.data.AUTOTUNE)
 
-    def pieces(self, split: str, batch_size: int, shuffle: bool, seed: int, epoch: int) -> Iterator[Chunk]:
+    def pieces(self, split: str, batch_size: int, shuffle: bool, seed: int, epoch: int,
+               skip_unlabelled: bool = False) -> Iterator[Chunk]:
         """One epoch of a split in pieces of whole batches (the last may end with a partial one). With ``shuffle``:
         files in an order drawn from ``(seed, epoch)``, and rows through a buffer of ``data.shuffle_buffer`` rows
-        that is permuted whenever it is full, its first half then handed on."""
+        that is permuted whenever it is full, its first half then handed on. ``skip_unlabelled`` leaves out rows that
+        carry no label after ``label_fraction`` (they teach nothing)."""
         buffer = self.config.data.shuffle_buffer
         piece = batch_size * max(1, 8192 // batch_size)  # rows per element handed to tf.data
         rng = np.random.default_rng([seed, epoch, 2])
         pool: Chunk | None = None
         for chunk in self.splits()[split].chunks(shuffle, seed, epoch):
+            if skip_unlabelled:
+                chunk = chunk.take(np.flatnonzero(np.logical_or.reduce([w > 0 for w in chunk.weights.values()])))
             pool = chunk if pool is None else Chunk.join([pool, chunk])
             if shuffle and len(pool) < buffer:
                 continue

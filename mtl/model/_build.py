@@ -10,10 +10,10 @@ import keras
 
 from mtl.errors import MtlError
 from mtl.features import Feature
+from mtl.layers import StopGradient
 from mtl.model._multitask import MultiTaskModel
 from mtl.model._trunks import build_trunk
-from mtl.tasks import Task
-from mtl.tasks._hierarchy import hierarchy_order
+from mtl.tasks import Task, link_order
 
 __all__ = ["build_model"]
 
@@ -27,9 +27,11 @@ def build_model(model_config: Any, tasks: dict[str, Task], features: dict[str, F
     is a valid name (see ``mtl.features.input_names``); the model also takes dicts keyed by column name.
     Row-level tasks read the trunk, which reads every
     kind's row-level part (the pooled text vector beside numeric, categorical and vector encodings); word-level
-    tasks read the per-word states of the kind that provides them. A task with a ``parent`` also reads its
-    parent's output. ``weighting`` is ``{"name": ..., **params}`` (``training.weighting``; default fixed);
-    GradNorm is given the trunk's declared last shared layers."""
+    tasks read the per-word states of the kind that provides them. A task with links (``Task.links``: its
+    ``inputs``, a label tree's ``parent``) also reads the linked tasks' outputs (``Task.link_features``, joined by
+    ``Task.join_links``), or, for a ``product`` link, multiplies its output by them (``Task.funnel_output``); heads
+    are built in the links' topological order. ``weighting`` is ``{"name": ..., **params}``
+    (``training.weighting``; default fixed); GradNorm is given the trunk's declared last shared layers."""
     inputs = {f.input_name: keras.Input(shape=f.input_shape(), name=f.input_name, dtype=f.dtype)
               for f in features.values()}
     by_column = {column: inputs[f.input_name] for column, f in features.items()}
@@ -47,7 +49,20 @@ def build_model(model_config: Any, tasks: dict[str, Task], features: dict[str, F
     row_tasks = [name for name, task in tasks.items() if task.level == "row"]
     trunk = build_trunk(encoded, model_config.trunk, row_tasks) if row_tasks else None
     outputs: dict[str, Any] = {}
-    for name in hierarchy_order(tasks):
+    link_features: dict[tuple, Any] = {}  # (task, stop_gradient[, "product"]): what a linked head reads, built once
+
+    def linked(link: dict, features: bool) -> Any:
+        source = link["task"]
+        key = (source, link["stop_gradient"]) if features else (source, link["stop_gradient"], "product")
+        if key not in link_features:
+            value = tasks[source].link_features(outputs[source]) if features else outputs[source]
+            if link["stop_gradient"]:
+                suffix = "link" if features else "funnel"
+                value = StopGradient(name=f"{source}_fixed_{suffix}", dtype="float32")(value)
+            link_features[key] = value
+        return link_features[key]
+
+    for name in link_order(tasks):
         task = tasks[name]
         if task.level == "word":
             if words is None:
@@ -55,9 +70,11 @@ def build_model(model_config: Any, tasks: dict[str, Task], features: dict[str, F
             x = words
         else:
             x = trunk.representations[name]
-            if getattr(task, "parent", None) is not None:
-                x = keras.layers.Concatenate(name=f"{name}_and_{task.parent}")([x, outputs[task.parent]])
-        outputs[name] = task.build_head(x, model_config.heads.get(name, model_config.head))
+        read = [linked(link, True) for link in task.links if not link["product"]]
+        if read:
+            x = task.join_links(x, read)
+        funnel = [linked(link, False) for link in task.links if link["product"]]
+        outputs[name] = task.build_head(x, model_config.heads.get(name, model_config.head), funnel=funnel or None)
     outputs = {name: outputs[name] for name in tasks}
 
     weighting = {k: v for k, v in (weighting or {"name": "fixed"}).items() if v is not None}

@@ -45,6 +45,7 @@ class Task:
     default_metrics: ClassVar[tuple[str, ...]]
     metric_factories: ClassVar[dict[str, MetricFactory]]
     lower_is_better_metrics: ClassVar[tuple[str, ...]] = ()
+    supports_product: ClassVar[bool] = False  # may be either end of a ``product`` (funnel) link
 
     def __init__(
         self,
@@ -53,12 +54,14 @@ class Task:
         loss: dict | None = None,
         metrics: list[str] | None = None,
         trainable: bool = True,
+        inputs: list[dict | str] | None = None,
     ) -> None:
         self.name = name
         self.column = column
         self.loss = dict(loss) if loss else {"name": self.default_loss}
         self.metrics = list(metrics) if metrics is not None else list(self.default_metrics)
         self.trainable = trainable
+        self.inputs = [_link_entry(link) for link in inputs or []]
         self._check_choice("loss", "loss", self.loss["name"], self.losses)
         for metric in self.metrics:
             self._check_choice("metrics", "metric", metric, self.metric_names())
@@ -88,14 +91,37 @@ class Task:
         return np.ones(len(y), dtype="float32")
 
     # ------------------------------------------------------------------ model side
-    def build_head(self, x: Any, tower: Any) -> Any:
-        """The task's tower (``tower.units`` Dense layers) then its output layer, named after the task."""
+    @property
+    def links(self) -> list[dict]:
+        """Every task this head reads (``tasks.<name>.inputs`` plus the ones the type implies, e.g. a label tree's
+        parent), as ``{"task", "stop_gradient", "product"}``."""
+        return list(self.inputs)
+
+    def build_head(self, x: Any, tower: Any, funnel: list | None = None) -> Any:
+        """The task's tower (``tower.units`` Dense layers) then its output layer, named after the task; with
+        ``funnel`` (the outputs of its ``product`` links) the output is ``funnel_output``."""
         x = dense_stack(x, tower.units, tower.activation, tower.dropout, tower.norm, f"{self.name}_tower",
                         trainable=self.trainable)
-        return self.output_layer(x)
+        return self.funnel_output(x, funnel) if funnel else self.output_layer(x)
 
     def output_layer(self, x: Any) -> Any:
         raise NotImplementedError
+
+    def funnel_output(self, x: Any, upstream: list) -> Any:
+        """The output of a ``product`` link (a type with ``supports_product`` overrides it): the head learns the
+        conditional ``p(self | upstream)`` and outputs its product with the upstream outputs."""
+        raise MtlError(f"a {self.type} task cannot be the end of a product link", where=f"tasks.{self.name}.inputs")
+
+    def link_features(self, output: Any) -> Any:
+        """What a head that links to this task reads of its output, ``[batch, k]``: by default the output itself
+        (a probability, a class distribution); a type whose output is not on a unit scale or not per row overrides
+        it."""
+        return output
+
+    def join_links(self, x: Any, features: list) -> Any:
+        """This head's input ``x`` (the trunk's representation for it) with the link features of the tasks it reads
+        beside it."""
+        return keras.layers.Concatenate(name=f"{self.name}_with_links")([x, *features])
 
     def per_example_loss(self, y_true: Any, y_pred: Any) -> Any:
         """The loss of each row, shape ``(batch,)``; the model masks and averages it."""
@@ -197,6 +223,7 @@ class Task:
             "loss": self.loss,
             "metrics": self.metrics,
             "trainable": self.trainable,
+            "inputs": [dict(link) for link in self.inputs],
         }
 
     @classmethod
@@ -225,6 +252,16 @@ class Task:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, column={self.column!r})"
+
+
+def _link_entry(link: Any) -> dict:
+    """A link of ``inputs`` (a task name, a mapping or a ``TaskLink``) as ``{"task", "stop_gradient", "product"}``."""
+    if isinstance(link, str):
+        link = {"task": link}
+    elif not isinstance(link, dict):
+        link = link.model_dump()
+    return {"task": link["task"], "stop_gradient": bool(link.get("stop_gradient", False)),
+            "product": bool(link.get("product", False))}
 
 
 class ClassificationTask(Task):

@@ -96,6 +96,7 @@ class BinaryTask(ClassificationTask):
         "f1": lambda t: keras.metrics.F1Score(average="micro", name=f"{t.name}_f1", threshold=t.decision_threshold),
     }
     evaluation_only_metrics = ("pr_auc", "balanced_accuracy", "mcc")
+    supports_product = True
 
     def __init__(self, *args: Any, positive: Any = None, threshold: float | dict = 0.5, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -161,6 +162,13 @@ class BinaryTask(ClassificationTask):
     def output_layer(self, x: Any) -> Any:
         return keras.layers.Dense(1, activation="sigmoid", name=self.name, dtype="float32",
                                   trainable=self.trainable)(x)
+
+    def funnel_output(self, x: Any, upstream: list) -> Any:
+        """ESMM: the head learns ``p(self | upstream)`` (layer ``<task>_conditional``) and outputs
+        ``p(upstream) * p(self | upstream)``, the probability the loss and every consumer see."""
+        conditional = keras.layers.Dense(1, activation="sigmoid", name=f"{self.name}_conditional", dtype="float32",
+                                         trainable=self.trainable)(x)
+        return keras.layers.Multiply(name=self.name, dtype="float32")([*upstream, conditional])
 
     def per_example_loss(self, y_true: Any, y_pred: Any) -> Any:
         y_true = keras.ops.reshape(keras.ops.cast(y_true, y_pred.dtype), (-1, 1))

@@ -11,7 +11,7 @@ import pandas as pd
 from pydantic import Field
 from sklearn import metrics as skm
 
-from mtl._schema import TaskConfigBase, UnseenLabels
+from mtl._schema import TaskConfigBase, TaskLink, UnseenLabels
 from mtl.data._labels import label_text, missing_mask
 from mtl.tasks._base import ClassificationTask
 
@@ -24,6 +24,13 @@ class MulticlassTaskConfig(TaskConfigBase):
     unseen_labels: UnseenLabels = "error"
     parent: str | None = Field(None, description="a multiclass task whose output feeds this one (a label tree)")
     top_k: int = Field(3, ge=1, description="top_k_accuracy: a row counts when its class is among the k likeliest")
+
+    def links(self) -> list[tuple[str, TaskLink]]:
+        """A ``parent`` is a link to the parent task (plus the tree decoding), unless ``inputs`` names it already."""
+        links = super().links()
+        if self.parent is not None and all(link.task != self.parent for _, link in links):
+            links.append(("parent", TaskLink(task=self.parent)))
+        return links
 
 
 def _sort_key(text: str) -> tuple:
@@ -59,6 +66,14 @@ class MulticlassTask(ClassificationTask):
     @classmethod
     def metric_names(cls) -> tuple[str, ...]:
         return (*cls.metric_factories, *cls.evaluation_only_metrics)
+
+    @property
+    def links(self) -> list[dict]:
+        """``inputs`` plus the ``parent`` (a label tree reads its parent's output), unless ``inputs`` names it."""
+        links = list(self.inputs)
+        if self.parent is not None and all(link["task"] != self.parent for link in links):
+            links.append({"task": self.parent, "stop_gradient": False, "product": False})
+        return links
 
     def fit_tree(self, tree: dict[str, str], parent_classes: list[str]) -> MulticlassTask:
         """Learn the label tree: ``tree`` maps each of this task's classes to its parent's class."""

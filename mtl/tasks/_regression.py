@@ -107,6 +107,11 @@ class RegressionTask(Task):
                                trainable=self.trainable)(x)
         return keras.layers.Rescaling(self.std_, offset=self.mean_, name=self.name, dtype="float32")(z)
 
+    def link_features(self, output: Any) -> Any:
+        """The prediction in standardised units (``(y - mean_) / std_``), the scale a linked head reads best."""
+        return keras.layers.Rescaling(1.0 / self.std_, offset=-self.mean_ / self.std_,
+                                      name=f"{self.name}_standardised_link", dtype="float32")(output)
+
     def per_example_loss(self, y_true: Any, y_pred: Any) -> Any:
         y_true = keras.ops.reshape(keras.ops.cast(y_true, y_pred.dtype), (-1, 1))
         z_true = (y_true - self.mean_) / self.std_

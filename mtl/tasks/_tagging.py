@@ -42,6 +42,35 @@ class MaskWords(keras.layers.Layer):
         return input_shapes[0]
 
 
+@keras.saving.register_keras_serializable("mtl")
+class MeanOverWords(keras.layers.Layer):
+    """A row's mean tag distribution over the words the model saw (what a linked head reads of a tagging task):
+    padding and unseen words (all-zero rows of ``MaskWords``) do not count."""
+
+    def call(self, probs: Any) -> Any:
+        seen = keras.ops.cast(keras.ops.sum(probs, axis=-1, keepdims=True) > 0.5, probs.dtype)
+        return keras.ops.sum(probs * seen, axis=1) / keras.ops.maximum(keras.ops.sum(seen, axis=1), 1.0)
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        return (input_shape[0], input_shape[2])
+
+
+@keras.saving.register_keras_serializable("mtl")
+class WithRowFeatures(keras.layers.Layer):
+    """Per-word states ``[batch, words, d]`` with row features ``[batch, k]`` repeated beside every word."""
+
+    def call(self, inputs: list) -> Any:
+        states, *rows = inputs
+        words = keras.ops.shape(states)[1]
+        repeated = [keras.ops.repeat(keras.ops.expand_dims(keras.ops.cast(r, states.dtype), 1), words, axis=1)
+                    for r in rows]
+        return keras.ops.concatenate([states, *repeated], axis=-1)
+
+    def compute_output_shape(self, input_shapes: list) -> tuple:
+        states, *rows = input_shapes
+        return (*states[:2], states[2] + sum(r[-1] for r in rows))
+
+
 class TaggingTaskConfig(TaskConfigBase):
     """``tasks.<name>`` of ``type: tagging``: one BIO tag per white-space word of ``data.features.text`` (a list, or
     tags separated by spaces)."""
@@ -108,8 +137,19 @@ class TaggingTask(Task):
         check_tag_counts(frame[text_column], frame[self.column], self.name, self.column)
 
     # ------------------------------------------------------------------ model side
-    def build_head(self, x: Any, tower: Any) -> Any:
+    def link_features(self, output: Any) -> Any:
+        """The mean tag distribution over the row's words (``[batch, tags]``)."""
+        return MeanOverWords(name=f"{self.name}_mean_tags", dtype="float32")(output)
+
+    def join_links(self, x: Any, features: list) -> Any:
+        """The linked tasks' features beside every word's state."""
+        states, mask = x
+        return WithRowFeatures(name=f"{self.name}_with_links")([states, *features]), mask
+
+    def build_head(self, x: Any, tower: Any, funnel: list | None = None) -> Any:
         """``x`` is ``(word states, word mask)`` from the text encoder."""
+        if funnel:
+            self.funnel_output(x, funnel)  # raises: a tagging task has no funnel
         states, mask = x
         states = dense_stack(states, tower.units, tower.activation, tower.dropout,
                              "layer" if tower.norm == "batch" else tower.norm, f"{self.name}_tower",

@@ -22,13 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 import pandas as pd
 import yaml
 
 import mtl.evaluation as run_plots  # called through the package, so tests may patch a plot
 from mtl._locks import DirectoryLock
 from mtl.config import Config, dump_config, load_config
-from mtl.data import PreparedData, StreamingData, load_data
+from mtl.data import PreparedData, SplitData, StreamingData, load_data
 from mtl.errors import MtlError
 from mtl.evaluation import choose_on_validation, evaluate_split, predict, predict_streamed
 from mtl.model import MultiTaskModel, build_model
@@ -283,13 +284,39 @@ def _callbacks(config: Config, tasks: dict[str, Task], path: Path, has_val: bool
     return callbacks
 
 
-def _train_dataset(config: Config, data: PreparedData | StreamingData, first_epoch: int) -> Any:
-    """The training batches, reshuffled each epoch from ``(seed, epoch)``: gathered from the arrays in memory, or
-    read from the files with ``data.streaming``."""
+def teaching_rows(split: SplitData) -> SplitData:
+    """The rows of a training split that carry at least one label (after ``label_fraction`` and SMOTE): a row with
+    no label adds nothing to any masked loss, so training does not iterate over it."""
+    return split.subset(np.logical_or.reduce([w > 0 for w in split.weights.values()]))
+
+
+def _training_rows(data: PreparedData | StreamingData, skip: bool, batch_size: int) -> tuple[SplitData | None, int]:
+    """What training iterates over and its row count (the streamed data skips the rows itself: ``None``), logged
+    when rows are set aside; ``skip`` false (``training.skip_unlabelled_rows``) keeps every row."""
+    if not skip:
+        return (None, len(data.train)) if data.streaming else (data.train, len(data.train))
+    train = None if data.streaming else teaching_rows(data.train)
+    kept = data.train.teaching_count if train is None else len(train)
+    if kept == 0:
+        raise MtlError("no training row carries a label after label_fraction; raise a label_fraction", where="tasks")
+    if kept < len(data.train):
+        log.info("training iterates over %d of %d training rows: %d carry no label after label_fraction%s and are "
+                 "set aside (evaluation is unchanged); %d step(s) per epoch instead of %d: raise training.epochs "
+                 "to keep the optimizer steps", kept, len(data.train), len(data.train) - kept,
+                 "" if data.streaming else " and SMOTE", math.ceil(kept / batch_size),
+                 math.ceil(len(data.train) / batch_size))
+    return train, kept
+
+
+def _train_dataset(config: Config, data: PreparedData | StreamingData, train: SplitData | None,
+                   first_epoch: int) -> Any:
+    """The training batches of ``train`` (``_training_rows``), reshuffled each epoch from ``(seed, epoch)``:
+    gathered from the arrays in memory, or read from the files with ``data.streaming``."""
     t = config.training
     if data.streaming:
-        return data.dataset("train", t.batch_size, shuffle=True, seed=config.seed, first_epoch=first_epoch)
-    return to_dataset(data.train, t.batch_size, shuffle=True, seed=config.seed,
+        return data.dataset("train", t.batch_size, shuffle=True, seed=config.seed, first_epoch=first_epoch,
+                            skip_unlabelled=t.skip_unlabelled_rows)
+    return to_dataset(train, t.batch_size, shuffle=True, seed=config.seed,
                       bucket_by=data.words_column if t.bucket_by_length else None, first_epoch=first_epoch)
 
 
@@ -308,7 +335,8 @@ def _run(config: Config, data: PreparedData, tasks: dict[str, Task], path: Path,
     kept_epoch = resume_from[1].epoch if resume_from else 0
     try:
         model = build_model(config.model, tasks, data.features, weighting=t.weighting.model_dump())
-        steps_per_epoch = math.ceil(len(data.train) / t.batch_size)
+        train, train_rows = _training_rows(data, t.skip_unlabelled_rows, t.batch_size)
+        steps_per_epoch = math.ceil(train_rows / t.batch_size)
         model.compile(optimizer=_optimizer(config, steps_per_epoch), jit_compile=t.jit_compile,
                       steps_per_execution=min(t.steps_per_execution, steps_per_epoch))
         has_val = len(data.val) > 0
@@ -329,7 +357,7 @@ def _run(config: Config, data: PreparedData, tasks: dict[str, Task], path: Path,
             if verbose == 2:
                 callbacks.append(EpochLine(t.epochs))
             model.fit(
-                _train_dataset(config, data, initial_epoch),
+                _train_dataset(config, data, train, initial_epoch),
                 validation_data=_held_out_dataset(data, "val", t.batch_size) if has_val else None,
                 epochs=t.epochs, initial_epoch=initial_epoch, callbacks=callbacks, verbose=1 if verbose == 1 else 0,
                 shuffle=False)  # the dataset draws each epoch's order from (seed, epoch)
