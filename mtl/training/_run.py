@@ -17,11 +17,15 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -70,6 +74,7 @@ def train(config: Config, run_dir: str | Path | None = None) -> RunResult:
     """Train ``config`` in a new run directory (``run_dir``, else ``output.run_dir``, else ``runs/<time>``)."""
     path = Path(run_dir or config.output.run_dir or f"runs/run-{time.strftime('%Y%m%d-%H%M%S')}")
     check_writable(path)  # before the data stage: a read-only place should not cost a data pass
+    _check_cache_dir(config, path)
     created = not path.exists()
     if not created and _holds_files(path):
         raise _not_empty(path)
@@ -125,6 +130,7 @@ def resume(run_dir: str | Path, allow_data_change: bool = False) -> RunResult:
                            "restore it, or start a new run with the edited config; nothing was changed",
                            where=str(path / "config.yaml"))
         config = load_config(path / "config.yaml")
+        _check_cache_dir(config, path)
         checkpoints.check_epochs(state, directory, config.training.epochs)
         checkpoint = checkpoints.choose_checkpoint(state, directory)
         checkpoints.check_history(path / "history.csv", checkpoint)
@@ -153,18 +159,35 @@ def resume(run_dir: str | Path, allow_data_change: bool = False) -> RunResult:
         return _run(config, data, tasks, path, record, resume_from=(state, checkpoint))
 
 
-def check_writable(path: Path) -> None:
-    """``path`` (or the folder it will be created in) must accept new files; checked by creating one."""
+def check_writable(path: Path, key: str = "output.run_dir", what: str = "the run directory") -> None:
+    """``path`` (or the folder it will be created in) must accept new files; checked by creating one (removed)."""
     folder = path
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
     if not folder.is_dir():
-        raise MtlError(f"{folder} is not a directory", where="output.run_dir")
+        raise MtlError(f"{folder} is not a directory", where=key)
     try:
         with tempfile.TemporaryFile(dir=folder, prefix=".mtl-write-check-"):
             pass
     except OSError as exc:
-        raise MtlError(f"{folder}: cannot write the run directory here: {exc.strerror.lower()}") from None
+        where = {} if key == "output.run_dir" else {"where": key}
+        raise MtlError(f"{folder}: cannot write {what} here: {exc.strerror.lower()}", **where) from None
+
+
+def encoder_cache_dir(config: Config, run_dir: Path) -> Path | None:
+    """Where a frozen backbone's encodings are cached (``model.backbone.cache_dir``, default
+    ``<run_dir>/encoder_cache``); None when nothing is cached (no frozen backbone, or ``cache: false``)."""
+    backbone = config.model.backbone
+    if backbone is None or not backbone.cache or backbone.trainable is not False:
+        return None
+    return Path(backbone.cache_dir).expanduser() if backbone.cache_dir else run_dir / "encoder_cache"
+
+
+def _check_cache_dir(config: Config, run_dir: Path) -> None:
+    """A configured cache directory must be writable (checked before anything is created)."""
+    directory = encoder_cache_dir(config, run_dir)
+    if directory is not None and config.model.backbone.cache_dir:
+        check_writable(directory, key="model.backbone.cache_dir", what="the frozen-encoder cache")
 
 
 def _holds_files(path: Path) -> bool:
@@ -299,6 +322,36 @@ def _held_out_dataset(data: PreparedData | StreamingData, split: str, batch_size
     return to_dataset(data.splits()[split], batch_size)
 
 
+def _split_values(data: PreparedData | StreamingData, column: str) -> Iterator[np.ndarray]:
+    """The parsed values of ``column`` in every split (read chunk by chunk with ``data.streaming``)."""
+    for split in data.splits().values():
+        if data.streaming:
+            yield from (chunk.features[column] for chunk in split.chunks())
+        else:
+            yield split.features[column]
+
+
+def _encoding_caches(model: MultiTaskModel, config: Config, data: PreparedData | StreamingData,
+                     path: Path) -> ExitStack:
+    """Each feature's encoding cache (``Feature.encoding_cache``: a frozen encoder's outputs computed once),
+    entered; closing the stack detaches them."""
+    stack = ExitStack()
+    directory = encoder_cache_dir(config, path)
+    if directory is None:
+        return stack
+    words = any(task.level == "word" for task in model.tasks.values())
+    try:
+        for column, feature in data.features.items():
+            cache = feature.encoding_cache(model, config.model, directory, partial(_split_values, data, column),
+                                           words)
+            if cache is not None:
+                stack.enter_context(cache)
+    except BaseException:
+        stack.close()
+        raise
+    return stack
+
+
 def _run(config: Config, data: PreparedData, tasks: dict[str, Task], path: Path, record: dict,
          resume_from: tuple[dict, checkpoints.Checkpoint] | None = None) -> RunResult:
     t = config.training
@@ -324,6 +377,7 @@ def _run(config: Config, data: PreparedData, tasks: dict[str, Task], path: Path,
             initial_epoch, stopped = chosen.epoch, bool(chosen.entry.get("stopped"))
             checkpoints.truncate_history(path / "history.csv", initial_epoch)
             log.info("resuming %s after epoch %d of %d", path, initial_epoch, t.epochs)
+        caches = _encoding_caches(model, config, data, path)
         if initial_epoch < t.epochs and not stopped:
             verbose = fit_verbosity(t.verbose)
             if verbose == 2:
@@ -344,6 +398,7 @@ def _run(config: Config, data: PreparedData, tasks: dict[str, Task], path: Path,
             raw_predictions = {name: predicted for name, (_, predicted) in streamed.items()}
         else:
             raw_predictions = {name: predict(model, split, batch_size) for name, split in splits.items()}
+        caches.close()  # the saved and exported model computes its encodings itself
         chosen = choose_on_validation(tasks, splits["val"], raw_predictions["val"])  # e.g. thresholds, before saving
         if chosen:
             model.set_tasks(tasks)
@@ -394,6 +449,8 @@ def _run(config: Config, data: PreparedData, tasks: dict[str, Task], path: Path,
             raise error from None
         raise
     finally:
+        if "caches" in locals():
+            caches.close()
         keras.config.set_dtype_policy(policy)
     log.info("run finished: %s", path)
     return RunResult(path, metrics, history, model, tasks, data)
