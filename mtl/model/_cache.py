@@ -50,9 +50,9 @@ def encoder_fingerprint(encoder: Any) -> str:
     settings = {
         "format": FORMAT,
         "backbone": type(encoder.backbone).__name__,
-        "backbone_config": encoder.backbone.get_config(),
+        "backbone_config": _unnamed(encoder.backbone.get_config()),
         "tokenizer": type(encoder.tokenizer).__name__,
-        "tokenizer_config": encoder.tokenizer.get_config(),
+        "tokenizer_config": _unnamed(encoder.tokenizer.get_config()),
         "max_length": encoder.max_length,
         "stride": encoder.stride,
         "pooling": encoder.pooling,
@@ -60,10 +60,16 @@ def encoder_fingerprint(encoder: Any) -> str:
     digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
     vocabulary = encoder.tokenizer.get_vocabulary() if hasattr(encoder.tokenizer, "get_vocabulary") else []
     digest.update("\n".join(map(str, vocabulary)).encode("utf-8", "surrogatepass"))
-    for weight in encoder.backbone.weights:
-        digest.update(weight.path.encode())
-        digest.update(np.ascontiguousarray(weight.numpy()).tobytes())
+    for weight in encoder.backbone.weights:  # in creation order; paths hold session-dependent layer names
+        value = np.ascontiguousarray(weight.numpy())
+        digest.update(f"{value.dtype}{value.shape}".encode())
+        digest.update(value.tobytes())
     return digest.hexdigest()
+
+
+def _unnamed(config: dict) -> dict:
+    """A layer's config without its name (Keras numbers the names of a session's layers: ``bert_backbone_1``)."""
+    return {key: value for key, value in config.items() if key != "name"}
 
 
 @dataclass
@@ -237,7 +243,8 @@ def build_cache(encoder: Any, texts: Iterable[np.ndarray], directory: Path, word
     log.info("frozen-encoder cache %s: %d distinct texts, %d cached, %d to encode", store.folder, len(distinct),
              len(distinct) - len(missing), len(missing))
     if missing:
-        encode = tf.function(lambda text: encoder.encode(text, training=False), reduce_retracing=True)
+        encode = tf.function(lambda text: encoder.encode(text, training=False),
+                             input_signature=[tf.TensorSpec([None], tf.string)])
         order = sorted(missing, key=lambda i: len(distinct[i]))
         for start in range(0, len(order), PART_TEXTS):
             chunk = order[start:start + PART_TEXTS]

@@ -200,3 +200,9 @@ class TextEncoder(keras.layers.Layer):
             "trim": self.trim,
             "last_n_layers": trained_last_layers(self.backbone),
         }
+
+
+def backbone_variables(model: Any) -> list[Any]:
+    """The trainable variables of the backbones of ``model``'s text encoders (what ``model.backbone.learning_rate``
+    applies to)."""
+    return [v for layer in model.layers if isinstance(layer, TextEncoder) for v in layer.trainable_variables]

@@ -35,7 +35,7 @@ from mtl.config import Config, dump_config, load_config
 from mtl.data import PreparedData, StreamingData, load_data
 from mtl.errors import MtlError
 from mtl.evaluation import choose_on_validation, evaluate_split, predict, predict_streamed
-from mtl.model import MultiTaskModel, build_model
+from mtl.model import MultiTaskModel, backbone_variables, build_model
 from mtl.tasks import Task, decode_hierarchy
 from mtl.training import _checkpoints as checkpoints
 from mtl.training._batches import to_dataset
@@ -50,6 +50,7 @@ from mtl.training._callbacks import (
     write_text_atomic,
 )
 from mtl.training._fingerprint import data_change, data_fingerprint, split_fingerprint
+from mtl.training._optimizers import make_optimizer
 from mtl.training._progress import EpochLine, fit_verbosity
 from mtl.weighting import LossWeightSchedule
 
@@ -258,29 +259,6 @@ def _save_without_optimizer(model: MultiTaskModel, target: Path) -> None:
     os.replace(tmp_model, target)
 
 
-def _optimizer(config: Config, steps_per_epoch: int) -> keras.optimizers.Optimizer:
-    t = config.training
-    learning_rate: Any = t.learning_rate
-    if t.lr_schedule.type == "cosine":
-        warmup = int(round(t.lr_schedule.warmup_epochs * steps_per_epoch))
-        total = t.epochs * steps_per_epoch
-        learning_rate = keras.optimizers.schedules.CosineDecay(
-            initial_learning_rate=0.0 if warmup else t.learning_rate,
-            decay_steps=max(total - warmup, 1),
-            alpha=t.lr_schedule.alpha,
-            warmup_target=t.learning_rate if warmup else None,
-            warmup_steps=warmup,
-        )
-    kinds = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW, "sgd": keras.optimizers.SGD,
-             "rmsprop": keras.optimizers.RMSprop}
-    kwargs: dict[str, Any] = {"learning_rate": learning_rate}
-    if t.weight_decay is not None:
-        kwargs["weight_decay"] = t.weight_decay
-    if t.optimizer == "sgd":
-        kwargs["momentum"] = 0.9
-    return kinds[t.optimizer](**kwargs)
-
-
 def _callbacks(config: Config, tasks: dict[str, Task], path: Path, has_val: bool, record: dict) -> list:
     t = config.training
     schedules = {name: LossWeightSchedule.from_config(cfg.weight, t.epochs) for name, cfg in config.tasks.items()}
@@ -362,7 +340,8 @@ def _run(config: Config, data: PreparedData, tasks: dict[str, Task], path: Path,
     try:
         model = build_model(config.model, tasks, data.features, weighting=t.weighting.model_dump())
         steps_per_epoch = math.ceil(len(data.train) / t.batch_size)
-        model.compile(optimizer=_optimizer(config, steps_per_epoch), jit_compile=t.jit_compile,
+        optimizer = make_optimizer(config, steps_per_epoch, backbone_variables(model))
+        model.compile(optimizer=optimizer, jit_compile=t.jit_compile,
                       steps_per_execution=min(t.steps_per_execution, steps_per_epoch))
         has_val = len(data.val) > 0
         callbacks = _callbacks(config, tasks, path, has_val, record)
