@@ -23,6 +23,7 @@ import logging
 import os
 import shutil
 import uuid
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -243,8 +244,7 @@ def build_cache(encoder: Any, texts: Iterable[np.ndarray], directory: Path, word
     log.info("frozen-encoder cache %s: %d distinct texts, %d cached, %d to encode", store.folder, len(distinct),
              len(distinct) - len(missing), len(missing))
     if missing:
-        encode = tf.function(lambda text: encoder.encode(text, training=False),
-                             input_signature=[tf.TensorSpec([None], tf.string)])
+        encode = _encode_function(encoder)
         order = sorted(missing, key=lambda i: len(distinct[i]))
         for start in range(0, len(order), PART_TEXTS):
             chunk = order[start:start + PART_TEXTS]
@@ -259,6 +259,18 @@ def build_cache(encoder: Any, texts: Iterable[np.ndarray], directory: Path, word
     log.info("frozen-encoder cache: %.1f MB of encodings, %s", cache.size_bytes / 2 ** 20,
              "in memory" if cache.in_memory else f"read from {store.folder} (over model.backbone.cache_memory_mb)")
     return cache
+
+
+_ENCODE_FUNCTIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _encode_function(encoder: Any) -> Any:
+    """``encoder.encode`` in inference mode as a ``tf.function``, traced once per encoder (tracing the in-graph
+    tokenizer takes seconds)."""
+    if encoder not in _ENCODE_FUNCTIONS:
+        _ENCODE_FUNCTIONS[encoder] = tf.function(lambda text: encoder.encode(text, training=False),
+                                                 input_signature=[tf.TensorSpec([None], tf.string)])
+    return _ENCODE_FUNCTIONS[encoder]
 
 
 def _encode(encode: Any, texts: np.ndarray, hidden: int, words: bool) -> tuple[np.ndarray, list, list]:

@@ -1,5 +1,6 @@
 """The run's optimizer, with discriminative learning rates: a trainable text backbone learns at its own rate
-(``model.backbone.learning_rate``, after a linear warm-up) while the trunk and heads keep ``training.learning_rate``.
+(``model.backbone.learning_rate``, after a linear warm-up) while the trunk and heads keep ``training.learning_rate``;
+``training.lr_schedule`` (cosine decay, reduction on plateau) scales both alike.
 
 Why one optimizer with a per-variable rate and not two optimizers: checkpoints hold the model's and the optimizer's
 variables (``mtl.training._checkpoints``) and ``model.keras`` is saved without the optimizer, so one optimizer keeps
@@ -20,17 +21,23 @@ FINE_TUNING_RATE_LIMIT = 1e-3  # above it a trainable backbone usually collapses
 
 
 class BackboneRate:
-    """Mixed into a Keras optimizer: the variables given to ``set_backbone`` update at the backbone's rate,
-    ``rate * min(1, (step + 1) / warmup_steps)``; every other variable at the optimizer's learning rate."""
+    """Mixed into a Keras optimizer: the variables given to ``set_backbone`` update at the backbone's rate, every
+    other variable at the optimizer's learning rate.
 
-    def set_backbone(self, variables: list[Any], rate: float, warmup_steps: int) -> None:
+    The backbone's rate is ``rate * min(1, (step + 1) / warmup_steps) * current / base``: its own value after a
+    linear warm-up, scaled as the run's schedule scales the trunk's rate (``current``: the optimizer's learning rate
+    now, after cosine decay or a reduction on plateau; ``base``: ``training.learning_rate``)."""
+
+    def set_backbone(self, variables: list[Any], rate: float, warmup_steps: int, base_rate: float) -> None:
         self._backbone_keys = {self._var_key(v) for v in variables}
         self.backbone_rate = float(rate)
         self.backbone_warmup_steps = int(warmup_steps)
+        self.backbone_base_rate = float(base_rate)
 
-    def backbone_learning_rate(self) -> Any:
-        """The backbone's rate at the current step."""
-        rate = keras.ops.convert_to_tensor(self.backbone_rate, "float32")
+    def backbone_learning_rate(self, current: Any = None) -> Any:
+        """The backbone's rate at the current step (``current``: the trunk's rate now; default: this optimizer's)."""
+        current = self._get_current_learning_rate() if current is None else current
+        rate = keras.ops.cast(current, "float32") * (self.backbone_rate / self.backbone_base_rate)
         if self.backbone_warmup_steps <= 0:
             return rate
         step = keras.ops.cast(self.iterations + 1, "float32")
@@ -38,7 +45,7 @@ class BackboneRate:
 
     def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> Any:
         if self._var_key(variable) in getattr(self, "_backbone_keys", ()):
-            learning_rate = self.backbone_learning_rate()
+            learning_rate = self.backbone_learning_rate(learning_rate)
         return super().update_step(gradient, variable, learning_rate)
 
 
@@ -76,5 +83,5 @@ def make_optimizer(config: Any, steps_per_epoch: int, backbone_variables: list[A
                     "to a constant predictor; 5e-5 is the default", backbone.learning_rate, FINE_TUNING_RATE_LIMIT)
     optimizer = _WITH_BACKBONE_RATE[t.optimizer](**kwargs)
     optimizer.set_backbone(backbone_variables, backbone.learning_rate,
-                           int(round(backbone.warmup * t.epochs * steps_per_epoch)))
+                           int(round(backbone.warmup * t.epochs * steps_per_epoch)), t.learning_rate)
     return optimizer
