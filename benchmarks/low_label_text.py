@@ -10,7 +10,7 @@ Run (see ``benchmarks/README.md`` for the measured tables)::
     .venv/bin/python benchmarks/low_label_text.py --quick --skip-finetune          # a minute: a smoke run
     # single-task, shared-trunk MTL, linked MTL and the aux-weight-0 control, 5 seeds, frozen MiniLM through mtl
     # (its encoder cache embeds each review once) and fine-tuned until single-task plateaus on validation:
-    .venv/bin/python benchmarks/low_label_text.py --frozen-through-mtl --variants single,mtl,linked,control \
+    .venv/bin/python benchmarks/low_label_text.py --frozen-through-mtl --variants single,mtl,linked,control \\
         --finetune-variants single,mtl,linked,control --finetune-converge --finetune-val-rows 1000
 
 Design:
