@@ -8,6 +8,10 @@ Run (see ``benchmarks/README.md`` for the measured tables)::
 
     .venv/bin/python benchmarks/low_label_text.py --out /tmp/low_label_text.json
     .venv/bin/python benchmarks/low_label_text.py --quick --skip-finetune          # a minute: a smoke run
+    # single-task, shared-trunk MTL, linked MTL and the aux-weight-0 control, 5 seeds, frozen MiniLM through mtl
+    # (its encoder cache embeds each review once) and fine-tuned until single-task plateaus on validation:
+    .venv/bin/python benchmarks/low_label_text.py --frozen-through-mtl --variants single,mtl,linked,control \\
+        --finetune-variants single,mtl,linked,control --finetune-converge --finetune-val-rows 1000
 
 Design:
 
@@ -24,6 +28,9 @@ Design:
     epochs has as many batches as the multi-task loop's: the same number of optimizer steps and the same
     early-stopping patience in steps, each step on a full batch of labelled rows.
   - ``mtl``: ``recommended`` + ``rating``, fixed equal weights (1, 1), every training row (masked loop).
+  - ``linked``: ``mtl`` with a task link, ``tasks.recommended.inputs: [rating]``: the ``recommended`` head reads
+    the ``rating`` head's output beside the trunk. Task links are built into mtl's model, so the frozen part runs
+    it through ``mtl train`` (``--frozen-through-mtl``, for every variant, so that the pairs are comparable).
   - ``control``: the multi-task loop of ``mtl`` with ``tasks.rating.weight: 0``: the same rows, batches and steps,
     ``recommended`` labelled on the same rows, but the rating loss does not count. ``mtl`` minus ``control`` is
     the auxiliary task's effect; ``control`` minus ``single`` is the training loop's (each batch holds few
@@ -41,6 +48,10 @@ Design:
   the graph, as mtl does numeric columns. Trunk ``[128]`` (dropout 0.1), a linear head per task, Adam 1e-3, batch
   256, up to ``--epochs`` epochs with early stopping on the validation AUC of ``recommended`` (patience
   ``--patience``, best weights restored).
+* **Frozen MiniLM through mtl** (``--frozen-through-mtl``). The same runs through ``mtl.training.train`` on the text
+  column: ``model.backbone.trainable: false`` and the frozen-encoder cache in ``--cache``/``encoder_cache``, shared
+  by all runs (each review embedded once, in the first run). No per-component standardisation of the vector (mtl
+  feeds the pooled vector to the trunk as it is), so its AUCs are not those of the vector path.
 * **Fine-tuned MiniLM.** The real text model through mtl (``data.features.text: review_text``,
   ``model.backbone: {preset: all-MiniLM-L6-v2, trainable: true}``, the optimizer of
   ``configs/womens_clothing.yaml``: AdamW 5e-5, weight decay 0.01, cosine with 20 % warm-up, batch 32), on a
@@ -48,6 +59,8 @@ Design:
   scored on ``--finetune-test-rows`` test rows (fixed). A one-epoch run on 1,000 rows takes about 60 s on 2 idle
   CPU cores (2,000 rows: 252 s on shared ones), hence the small sizes; the whole benchmark, 5 seeds, takes
   34 min. ``control`` is run at fractions below 1 only: at 100 % it has the single-task model's rows and steps.
+  ``--finetune-converge`` trains up to ``--finetune-max-epochs`` epochs with early stopping on the validation AUC
+  (``--finetune-patience``, best weights restored): the converged comparison, once single-task has plateaued.
 
 Reported per part, fraction and variant: mean ± sample std of the test AUC over the seeds, n, LibMTL's relative
 gain over single-task for one metric, ``Δm = (AUC - AUC_single) / AUC_single × 100`` (of the means), the paired
@@ -85,8 +98,8 @@ if str(ROOT) not in sys.path:
 DATA_SEED = 42
 MAIN, AUX = "recommended", "rating"
 TEXT = "review_text"
-FROZEN_VARIANTS = ("single", "mtl", "control", "uncertainty", "pcgrad", "gradnorm", "dwa")
-FINETUNE_VARIANTS = ("single", "mtl", "control")
+FROZEN_VARIANTS = ("single", "mtl", "linked", "control", "uncertainty", "pcgrad", "gradnorm", "dwa")
+FINETUNE_VARIANTS = ("single", "mtl", "linked", "control")
 WEIGHTINGS = ("uncertainty", "pcgrad", "gradnorm", "dwa")
 
 
@@ -163,7 +176,11 @@ def training_table(frame: pd.DataFrame, kept: np.ndarray, variant: str) -> pd.Da
 
 # ----------------------------------------------------------------------------- configs
 def variant_tasks(variant: str) -> dict[str, Any]:
+    """``linked``: the shared-trunk model whose ``recommended`` head also reads the ``rating`` head's output
+    (``tasks.recommended.inputs: [rating]``, a task link)."""
     tasks: dict[str, Any] = {MAIN: {"type": "binary", "column": "recommended_ind", "positive": 1}}
+    if variant == "linked":
+        tasks[MAIN]["inputs"] = [AUX]
     if variant != "single":
         tasks[AUX] = {"type": "regression", "column": "rating", "weight": 0.0 if variant == "control" else 1.0}
     return tasks
@@ -187,22 +204,47 @@ def frozen_config(variant: str, seed: int, epochs: int, patience: int) -> dict:
     }
 
 
-def finetune_config(variant: str, seed: int, max_length: int) -> dict:
-    """mtl config of a fine-tuned MiniLM run (the optimizer of ``configs/womens_clothing.yaml``), one epoch."""
+def frozen_text_config(variant: str, seed: int, epochs: int, patience: int, max_length: int,
+                       cache_dir: Path) -> dict:
+    """mtl config of a frozen-MiniLM run through ``mtl.training.train`` (``--frozen-through-mtl``): the text column,
+    the backbone frozen, its encodings cached in ``cache_dir`` (shared by every run, so each review is embedded
+    once), the trunk, heads and optimizer of ``frozen_config``."""
+    raw = frozen_config(variant, seed, epochs, patience)
+    raw["data"] = {"path": "<written per run>", "features": {"text": TEXT}, "split": {"column": "split"},
+                   "max_length": max_length}
+    raw["model"]["backbone"] = {"preset": "all-MiniLM-L6-v2", "trainable": False, "cache_dir": str(cache_dir)}
+    return raw
+
+
+def finetune_config(variant: str, seed: int, max_length: int, converge: tuple[int, int] | None = None) -> dict:
+    """mtl config of a fine-tuned MiniLM run (the optimizer of ``configs/womens_clothing.yaml``: one learning rate
+    for backbone and heads), one epoch; ``converge`` ``(max epochs, patience)``: early stopping on the validation AUC
+    of ``recommended``, best weights restored (``--finetune-converge``)."""
+    training: dict[str, Any] = {
+        "epochs": 1, "batch_size": 32, "optimizer": "adamw", "learning_rate": 5e-5, "weight_decay": 0.01,
+        "lr_schedule": {"type": "cosine", "warmup_epochs": 0.2}, "steps_per_execution": 1,
+        "bucket_by_length": True, "verbose": 0}
+    if converge is not None:
+        training["epochs"] = converge[0]
+        training["early_stopping"] = {"monitor": f"val_{MAIN}_auc", "patience": converge[1],
+                                      "restore_best_weights": True}
     return {
         "seed": seed,
         "data": {"path": "<written per run>", "features": {"text": TEXT}, "split": {"column": "split"},
                  "max_length": max_length},
         "tasks": variant_tasks(variant),
-        "model": {"backbone": {"preset": "all-MiniLM-L6-v2", "trainable": True}, "trunk": {"units": []},
-                  "head": {"units": [64], "dropout": 0.1}},
-        "training": {"epochs": 1, "batch_size": 32, "optimizer": "adamw", "learning_rate": 5e-5,
-                     "weight_decay": 0.01, "lr_schedule": {"type": "cosine", "warmup_epochs": 0.2},
-                     "steps_per_execution": 1, "bucket_by_length": True, "verbose": 0},
+        "model": {"backbone": {"preset": "all-MiniLM-L6-v2", "trainable": True, "learning_rate": 5e-5, "warmup": 0},
+                  "trunk": {"units": []}, "head": {"units": [64], "dropout": 0.1}},
+        "training": training,
     }
 
 
 # ----------------------------------------------------------------------------- runs
+def peak_rss_mib() -> float:
+    """This process's peak resident set size so far, in MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -425,6 +467,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--finetune-val-rows", type=int, default=128, help="validation rows (not used for selection)")
     p.add_argument("--finetune-test-rows", type=int, help=f"fine-tuned part: test rows ({d['finetune_test_rows']})")
     p.add_argument("--finetune-max-length", type=int, default=64, help="word pieces per review when fine-tuning")
+    p.add_argument("--finetune-converge", action="store_true",
+                   help="fine-tuned part: train until the validation AUC plateaus (early stopping, best weights) "
+                        "instead of one epoch; use a larger --finetune-val-rows")
+    p.add_argument("--finetune-max-epochs", type=int, default=10, help="with --finetune-converge (10)")
+    p.add_argument("--finetune-patience", type=int, default=2, help="with --finetune-converge: epochs (2)")
+    p.add_argument("--frozen-through-mtl", action="store_true",
+                   help="frozen part: train through mtl train on the text column (frozen backbone, encoder cache in "
+                        "--cache) instead of on precomputed vectors; needed by the linked variant")
     p.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "mtl_low_label_text",
                    help="where the embeddings are cached")
     p.add_argument("--out", type=Path, default=None, help="write the runs and the summary as JSON")
@@ -434,6 +484,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for key, value in (QUICK if args.quick else DEFAULTS).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    if "linked" in args.variants and not args.skip_frozen and not args.frozen_through_mtl:
+        p.error("the linked variant needs the model mtl builds (task links): add --frozen-through-mtl")
     return args
 
 
@@ -464,17 +516,27 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="low_label_text_") as tmp:
         work = Path(tmp)
         if not args.skip_frozen:
-            wall, cpu = time.perf_counter(), cpu_seconds()
-            vectors = embed_reviews(frame[TEXT].astype(str).tolist(), args.cache, args.embed_max_length)
-            timings["embed"] = {"seconds": time.perf_counter() - wall, "cpu_seconds": cpu_seconds() - cpu}
-            print(f"embeddings {vectors.shape} in {timings['embed']['seconds']:.0f} s", flush=True)
-            embedded = frame.drop(columns=[TEXT]).assign(emb_row=np.arange(len(frame)))
-            wall, cpu = time.perf_counter(), cpu_seconds()
-            records += run_grid(
-                "frozen", embedded, args.fractions, list(range(args.seeds)), args.variants,
-                lambda table, variant, seed: train_frozen(frozen_config(variant, seed, args.epochs, args.patience),
-                                                          table, vectors))
-            timings["frozen"] = {"seconds": time.perf_counter() - wall, "cpu_seconds": cpu_seconds() - cpu}
+            if args.frozen_through_mtl:  # the encoder cache embeds each review once, in the first run
+                wall, cpu = time.perf_counter(), cpu_seconds()
+                records += run_grid(
+                    "frozen", frame, args.fractions, list(range(args.seeds)), args.variants,
+                    lambda table, variant, seed: train_finetuned(
+                        frozen_text_config(variant, seed, args.epochs, args.patience, args.embed_max_length,
+                                           args.cache / "encoder_cache"), table, work / f"frozen-{seed}"))
+            else:
+                wall, cpu = time.perf_counter(), cpu_seconds()
+                vectors = embed_reviews(frame[TEXT].astype(str).tolist(), args.cache, args.embed_max_length)
+                timings["embed"] = {"seconds": time.perf_counter() - wall, "cpu_seconds": cpu_seconds() - cpu,
+                                 "peak_rss_mib": peak_rss_mib()}
+                print(f"embeddings {vectors.shape} in {timings['embed']['seconds']:.0f} s", flush=True)
+                embedded = frame.drop(columns=[TEXT]).assign(emb_row=np.arange(len(frame)))
+                wall, cpu = time.perf_counter(), cpu_seconds()
+                records += run_grid(
+                    "frozen", embedded, args.fractions, list(range(args.seeds)), args.variants,
+                    lambda table, variant, seed: train_frozen(
+                        frozen_config(variant, seed, args.epochs, args.patience), table, vectors))
+            timings["frozen"] = {"seconds": time.perf_counter() - wall, "cpu_seconds": cpu_seconds() - cpu,
+                                 "peak_rss_mib": peak_rss_mib()}
         if not args.skip_finetune:
             small = subset_for_finetune(frame, args.finetune_rows, args.finetune_val_rows, args.finetune_test_rows)
             wall, cpu = time.perf_counter(), cpu_seconds()
@@ -482,14 +544,19 @@ def main(argv: list[str] | None = None) -> int:
                 "finetune", small, args.finetune_fractions, list(range(args.finetune_seeds)),
                 args.finetune_variants,
                 lambda table, variant, seed: train_finetuned(
-                    finetune_config(variant, seed, args.finetune_max_length), table, work / f"finetune-{seed}"))
-            timings["finetune"] = {"seconds": time.perf_counter() - wall, "cpu_seconds": cpu_seconds() - cpu}
-    timings["total"] = {"seconds": time.perf_counter() - started, "cpu_seconds": cpu_seconds() - cpu_start}
+                    finetune_config(variant, seed, args.finetune_max_length,
+                                    (args.finetune_max_epochs, args.finetune_patience)
+                                    if args.finetune_converge else None),
+                    table, work / f"finetune-{seed}"))
+            timings["finetune"] = {"seconds": time.perf_counter() - wall, "cpu_seconds": cpu_seconds() - cpu,
+                                 "peak_rss_mib": peak_rss_mib()}
+    timings["total"] = {"seconds": time.perf_counter() - started, "cpu_seconds": cpu_seconds() - cpu_start,
+                         "peak_rss_mib": peak_rss_mib()}
     rows = summarise(records)
     print()
     print(markdown(rows))
-    print("time: " + ", ".join(f"{k} {v['seconds']:.0f} s wall / {v['cpu_seconds']:.0f} s CPU"
-                                for k, v in timings.items()))
+    print("time: " + ", ".join(f"{k} {v['seconds']:.0f} s wall / {v['cpu_seconds']:.0f} s CPU, peak RSS "
+                                f"{v['peak_rss_mib']:,.0f} MiB" for k, v in timings.items()))
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         meta = {"machine": machine(), "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}

@@ -204,6 +204,17 @@ class BackboneConfig(_Strict):
     architecture: BackboneArchitecture | None = None
     trainable: bool | LastLayers = True
     pooling: Literal["mean", "cls"] = "mean"
+    learning_rate: float = Field(
+        5e-5, gt=0, description="a trainable backbone's own learning rate (trunk and heads: training.learning_rate); "
+        "above 1e-3 is a warning")
+    warmup: float = Field(0.1, ge=0, le=1, description="fraction of the training steps over which the backbone's "
+                          "learning rate rises linearly from 0")
+    cache: bool = Field(True, description="a frozen backbone (trainable: false): compute each distinct text's "
+                        "encodings once and reuse them in every epoch")
+    cache_dir: str | None = Field(None, description="where the frozen encodings are kept (shareable across runs); "
+                                  "default: encoder_cache/ in the run directory")
+    cache_memory_mb: float = Field(1024, ge=0, description="encodings up to this size are held in memory; past it "
+                                   "they are read from cache_dir's files (memory-mapped)")
 
     @model_validator(mode="before")
     @classmethod

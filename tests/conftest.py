@@ -175,7 +175,12 @@ def text_config(path: str, **overrides) -> dict:
         "training": {"epochs": 2, "batch_size": 32, "learning_rate": 0.003, "verbose": 0,
                      "steps_per_execution": 1},
     }
-    return with_overrides(raw, overrides)
+    raw = with_overrides(raw, overrides)
+    backbone = raw["model"].get("backbone")
+    if isinstance(backbone, dict):  # one rate for backbone and heads unless a test sets the backbone's (issue 10)
+        backbone.setdefault("learning_rate", raw["training"]["learning_rate"])
+        backbone.setdefault("warmup", 0.0)
+    return raw
 
 
 # ----------------------------------------------------------------------------- serving (issue 13)

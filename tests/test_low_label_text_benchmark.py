@@ -43,3 +43,20 @@ def test_quick_run_prints_the_table(tmp_path: Path, capsys: pytest.CaptureFixtur
     at_full = {run["variant"]: run["auc"] for run in result["runs"] if run["fraction"] == 1.0}
     assert at_full["control"] == pytest.approx(at_full["single"], abs=1e-6)
     assert list((tmp_path / "cache").glob("*.npy"))  # the embeddings were cached
+
+
+def test_linked_variant_and_converged_fine_tuning_configs(tmp_path: Path) -> None:
+    bench = _benchmark()
+    linked = bench.variant_tasks("linked")
+    assert linked["recommended"]["inputs"] == ["rating"] and linked["rating"]["weight"] == 1.0
+    assert "inputs" not in bench.variant_tasks("mtl")["recommended"]
+    frozen = bench.frozen_text_config("linked", 3, 30, 4, 128, tmp_path / "cache")
+    assert frozen["model"]["backbone"] == {"preset": "all-MiniLM-L6-v2", "trainable": False,
+                                           "cache_dir": str(tmp_path / "cache")}
+    assert frozen["data"]["features"] == {"text": "review_text"} and frozen["tasks"] == linked
+    converged = bench.finetune_config("single", 0, 64, converge=(10, 2))["training"]
+    assert converged["epochs"] == 10 and converged["early_stopping"]["monitor"] == "val_recommended_auc"
+    assert bench.finetune_config("single", 0, 64)["training"]["epochs"] == 1
+    with pytest.raises(SystemExit):  # the vector path builds its own model, without task links
+        bench.parse_args(["--variants", "single,linked"])
+    assert bench.parse_args(["--variants", "single,linked", "--frozen-through-mtl"]).variants == ["single", "linked"]

@@ -10,7 +10,8 @@ and into the export metadata, so serving rebuilds the same feature (and the same
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -91,6 +92,16 @@ class Feature:
     def build_group(cls, features: list[Feature], inputs: dict[str, Any], model_config: Any) -> Encoded:
         """The graph part of all of this kind's features; ``inputs`` maps each column to its ``keras.Input``."""
         raise NotImplementedError
+
+    def encoding_cache(self, model: Any, model_config: Any, directory: Path,
+                       values: Callable[[], Iterable[np.ndarray]], words: bool) -> AbstractContextManager | None:
+        """A context in which ``model`` reads this feature's encodings from a cache kept in ``directory`` instead
+        of computing them every step (a part of the graph that does not train: a frozen text encoder), or None.
+
+        ``values()`` yields the parsed values of every split (the texts to encode once); ``words``: a word-level
+        task reads the per-word states, so they are cached too. Leaving the context detaches the cache, so the
+        saved and exported model computes its encodings as before."""
+        return None
 
     # ------------------------------------------------------------------ app and EDA
     def app_input(self, container: Any) -> Any:

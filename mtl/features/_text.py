@@ -4,7 +4,8 @@ Rows without text are dropped from training (logged)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -25,6 +26,26 @@ def _text(value: Any) -> str:
             raise CellError(f"a cell of {len(value):,} characters is longer than the limit of {MAX_CELL_CHARS:,}")
         return "" if is_missing(value) else value
     return category_text(value)
+
+
+@contextmanager
+def _cached(model: Any, encoder: Any, directory: Path, values: Callable[[], Iterable[np.ndarray]], words: bool,
+            memory_mb: float) -> Iterator[None]:
+    """``encoder`` reads from its cache inside the context; the model's compiled steps are traced again after it."""
+    from mtl.model import build_encoding_cache
+
+    encoder.attach_cache(build_encoding_cache(encoder, values(), directory, words, memory_mb))
+    _retrace(model)
+    try:
+        yield
+    finally:
+        encoder.attach_cache(None)
+        _retrace(model)
+
+
+def _retrace(model: Any) -> None:
+    """Drop the model's compiled train/test/predict functions, which captured the encoder as it was."""
+    model.train_function = model.test_function = model.predict_function = None
 
 
 class TextFeature(Feature):
@@ -90,6 +111,16 @@ class TextFeature(Feature):
                               pooling=model_config.backbone.pooling, name=f"{feature.input_name}_encoder")
         pooled, word_states, word_mask = encoder(inputs[feature.column])
         return Encoded([pooled], (word_states, word_mask))
+
+    def encoding_cache(self, model: Any, model_config: Any, directory: Path,
+                       values: Callable[[], Iterable[np.ndarray]], words: bool) -> AbstractContextManager | None:
+        """A frozen backbone (``trainable: false``, ``cache`` on): every distinct text is encoded once (or read
+        from ``directory``) and training, validation and the run's predictions look its encodings up."""
+        backbone = model_config.backbone
+        if backbone is None or not backbone.cache or backbone.trainable is not False:
+            return None
+        return _cached(model, model.get_layer(f"{self.input_name}_encoder"), directory, values, words,
+                       backbone.cache_memory_mb)
 
     def word_counts(self, text: Any) -> Any:
         """The number of white-space words of each text (a tensor), as the model splits them."""

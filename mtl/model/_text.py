@@ -86,6 +86,7 @@ class TextEncoder(keras.layers.Layer):
         # Views of the backbone's graph (same layers and weights), built when first called; set without Keras'
         # attribute tracking so that the weights are saved once, under ``backbone``.
         object.__setattr__(self, "_backbone_views", {})
+        object.__setattr__(self, "_cache", None)
 
     def build(self, input_shape: Any = None) -> None:
         self.built = True  # the backbone comes built (from a preset or its config)
@@ -136,6 +137,18 @@ class TextEncoder(keras.layers.Layer):
 
     # ------------------------------------------------------------------ forward
     def call(self, text: Any, training: bool = False) -> tuple[Any, Any, Any]:
+        cache = self._cache
+        if cache is not None:  # a frozen encoder's outputs, looked up by text (encoded when a text is not cached)
+            return cache.lookup(text, lambda: self.encode(text, training))
+        return self.encode(text, training)
+
+    def attach_cache(self, cache: Any) -> None:
+        """Read outputs from ``cache`` (an ``mtl.model._cache.EncodingCache``; None detaches it). Not tracked: the
+        cache is never saved or exported with the layer."""
+        object.__setattr__(self, "_cache", cache)
+
+    def encode(self, text: Any, training: bool = False) -> tuple[Any, Any, Any]:
+        """``(pooled, word_states, word_mask)`` computed by the backbone."""
         words, pieces = self._pieces(text)
         w = self._windows(words, pieces)
         inputs = {"token_ids": w["token_ids"], "padding_mask": w["padding_mask"]}
@@ -207,3 +220,9 @@ class TextEncoder(keras.layers.Layer):
             "trim": self.trim,
             "last_n_layers": trained_last_layers(self.backbone),
         }
+
+
+def backbone_variables(model: Any) -> list[Any]:
+    """The trainable variables of the backbones of ``model``'s text encoders (what ``model.backbone.learning_rate``
+    applies to)."""
+    return [v for layer in model.layers if isinstance(layer, TextEncoder) for v in layer.trainable_variables]

@@ -17,7 +17,10 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +35,7 @@ from mtl.config import Config, dump_config, load_config
 from mtl.data import PreparedData, SplitData, StreamingData, load_data
 from mtl.errors import MtlError
 from mtl.evaluation import choose_on_validation, evaluate_split, predict, predict_streamed
-from mtl.model import MultiTaskModel, build_model
+from mtl.model import MultiTaskModel, backbone_variables, build_model
 from mtl.tasks import Task, decode_hierarchy
 from mtl.training import _checkpoints as checkpoints
 from mtl.training._batches import to_dataset
@@ -47,6 +50,7 @@ from mtl.training._callbacks import (
     write_text_atomic,
 )
 from mtl.training._fingerprint import data_change, data_fingerprint, split_fingerprint
+from mtl.training._optimizers import make_optimizer
 from mtl.training._progress import EpochLine, fit_verbosity
 from mtl.weighting import LossWeightSchedule
 
@@ -71,6 +75,7 @@ def train(config: Config, run_dir: str | Path | None = None) -> RunResult:
     """Train ``config`` in a new run directory (``run_dir``, else ``output.run_dir``, else ``runs/<time>``)."""
     path = Path(run_dir or config.output.run_dir or f"runs/run-{time.strftime('%Y%m%d-%H%M%S')}")
     check_writable(path)  # before the data stage: a read-only place should not cost a data pass
+    _check_cache_dir(config, path)
     created = not path.exists()
     if not created and _holds_files(path):
         raise _not_empty(path)
@@ -126,6 +131,7 @@ def resume(run_dir: str | Path, allow_data_change: bool = False) -> RunResult:
                            "restore it, or start a new run with the edited config; nothing was changed",
                            where=str(path / "config.yaml"))
         config = load_config(path / "config.yaml")
+        _check_cache_dir(config, path)
         checkpoints.check_epochs(state, directory, config.training.epochs)
         checkpoint = checkpoints.choose_checkpoint(state, directory)
         checkpoints.check_history(path / "history.csv", checkpoint)
@@ -154,18 +160,35 @@ def resume(run_dir: str | Path, allow_data_change: bool = False) -> RunResult:
         return _run(config, data, tasks, path, record, resume_from=(state, checkpoint))
 
 
-def check_writable(path: Path) -> None:
-    """``path`` (or the folder it will be created in) must accept new files; checked by creating one."""
+def check_writable(path: Path, key: str = "output.run_dir", what: str = "the run directory") -> None:
+    """``path`` (or the folder it will be created in) must accept new files; checked by creating one (removed)."""
     folder = path
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
     if not folder.is_dir():
-        raise MtlError(f"{folder} is not a directory", where="output.run_dir")
+        raise MtlError(f"{folder} is not a directory", where=key)
     try:
         with tempfile.TemporaryFile(dir=folder, prefix=".mtl-write-check-"):
             pass
     except OSError as exc:
-        raise MtlError(f"{folder}: cannot write the run directory here: {exc.strerror.lower()}") from None
+        where = {} if key == "output.run_dir" else {"where": key}
+        raise MtlError(f"{folder}: cannot write {what} here: {exc.strerror.lower()}", **where) from None
+
+
+def encoder_cache_dir(config: Config, run_dir: Path) -> Path | None:
+    """Where a frozen backbone's encodings are cached (``model.backbone.cache_dir``, default
+    ``<run_dir>/encoder_cache``); None when nothing is cached (no frozen backbone, or ``cache: false``)."""
+    backbone = config.model.backbone
+    if backbone is None or not backbone.cache or backbone.trainable is not False:
+        return None
+    return Path(backbone.cache_dir).expanduser() if backbone.cache_dir else run_dir / "encoder_cache"
+
+
+def _check_cache_dir(config: Config, run_dir: Path) -> None:
+    """A configured cache directory must be writable (checked before anything is created)."""
+    directory = encoder_cache_dir(config, run_dir)
+    if directory is not None and config.model.backbone.cache_dir:
+        check_writable(directory, key="model.backbone.cache_dir", what="the frozen-encoder cache")
 
 
 def _holds_files(path: Path) -> bool:
@@ -236,29 +259,6 @@ def _save_without_optimizer(model: MultiTaskModel, target: Path) -> None:
     os.replace(tmp_model, target)
 
 
-def _optimizer(config: Config, steps_per_epoch: int) -> keras.optimizers.Optimizer:
-    t = config.training
-    learning_rate: Any = t.learning_rate
-    if t.lr_schedule.type == "cosine":
-        warmup = int(round(t.lr_schedule.warmup_epochs * steps_per_epoch))
-        total = t.epochs * steps_per_epoch
-        learning_rate = keras.optimizers.schedules.CosineDecay(
-            initial_learning_rate=0.0 if warmup else t.learning_rate,
-            decay_steps=max(total - warmup, 1),
-            alpha=t.lr_schedule.alpha,
-            warmup_target=t.learning_rate if warmup else None,
-            warmup_steps=warmup,
-        )
-    kinds = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW, "sgd": keras.optimizers.SGD,
-             "rmsprop": keras.optimizers.RMSprop}
-    kwargs: dict[str, Any] = {"learning_rate": learning_rate}
-    if t.weight_decay is not None:
-        kwargs["weight_decay"] = t.weight_decay
-    if t.optimizer == "sgd":
-        kwargs["momentum"] = 0.9
-    return kinds[t.optimizer](**kwargs)
-
-
 def _callbacks(config: Config, tasks: dict[str, Task], path: Path, has_val: bool, record: dict) -> list:
     t = config.training
     schedules = {name: LossWeightSchedule.from_config(cfg.weight, t.epochs) for name, cfg in config.tasks.items()}
@@ -326,6 +326,37 @@ def _held_out_dataset(data: PreparedData | StreamingData, split: str, batch_size
     return to_dataset(data.splits()[split], batch_size)
 
 
+def _split_values(data: PreparedData | StreamingData, train: SplitData | None, column: str) -> Iterator[np.ndarray]:
+    """The parsed values of ``column`` that the run will encode: the training rows it iterates over (``train``, from
+    ``_training_rows``), then the held-out splits (read chunk by chunk with ``data.streaming``)."""
+    for name, split in data.splits().items():
+        if data.streaming:
+            yield from (chunk.features[column] for chunk in split.chunks())
+        else:
+            yield (train if name == "train" and train is not None else split).features[column]
+
+
+def _encoding_caches(model: MultiTaskModel, config: Config, data: PreparedData | StreamingData,
+                     train: SplitData | None, path: Path) -> ExitStack:
+    """Each feature's encoding cache (``Feature.encoding_cache``: a frozen encoder's outputs computed once),
+    entered; closing the stack detaches them."""
+    stack = ExitStack()
+    directory = encoder_cache_dir(config, path)
+    if directory is None:
+        return stack
+    words = any(task.level == "word" for task in model.tasks.values())
+    try:
+        for column, feature in data.features.items():
+            cache = feature.encoding_cache(model, config.model, directory, partial(_split_values, data, train, column),
+                                           words)
+            if cache is not None:
+                stack.enter_context(cache)
+    except BaseException:
+        stack.close()
+        raise
+    return stack
+
+
 def _run(config: Config, data: PreparedData, tasks: dict[str, Task], path: Path, record: dict,
          resume_from: tuple[dict, checkpoints.Checkpoint] | None = None) -> RunResult:
     t = config.training
@@ -337,7 +368,8 @@ def _run(config: Config, data: PreparedData, tasks: dict[str, Task], path: Path,
         model = build_model(config.model, tasks, data.features, weighting=t.weighting.model_dump())
         train, train_rows = _training_rows(data, t.skip_unlabelled_rows, t.batch_size)
         steps_per_epoch = math.ceil(train_rows / t.batch_size)
-        model.compile(optimizer=_optimizer(config, steps_per_epoch), jit_compile=t.jit_compile,
+        optimizer = make_optimizer(config, steps_per_epoch, backbone_variables(model))
+        model.compile(optimizer=optimizer, jit_compile=t.jit_compile,
                       steps_per_execution=min(t.steps_per_execution, steps_per_epoch))
         has_val = len(data.val) > 0
         callbacks = _callbacks(config, tasks, path, has_val, record)
@@ -352,6 +384,7 @@ def _run(config: Config, data: PreparedData, tasks: dict[str, Task], path: Path,
             initial_epoch, stopped = chosen.epoch, bool(chosen.entry.get("stopped"))
             checkpoints.truncate_history(path / "history.csv", initial_epoch)
             log.info("resuming %s after epoch %d of %d", path, initial_epoch, t.epochs)
+        caches = _encoding_caches(model, config, data, train, path)
         if initial_epoch < t.epochs and not stopped:
             verbose = fit_verbosity(t.verbose)
             if verbose == 2:
@@ -372,6 +405,7 @@ def _run(config: Config, data: PreparedData, tasks: dict[str, Task], path: Path,
             raw_predictions = {name: predicted for name, (_, predicted) in streamed.items()}
         else:
             raw_predictions = {name: predict(model, split, batch_size) for name, split in splits.items()}
+        caches.close()  # the saved and exported model computes its encodings itself
         chosen = choose_on_validation(tasks, splits["val"], raw_predictions["val"])  # e.g. thresholds, before saving
         if chosen:
             model.set_tasks(tasks)
@@ -422,6 +456,8 @@ def _run(config: Config, data: PreparedData, tasks: dict[str, Task], path: Path,
             raise error from None
         raise
     finally:
+        if "caches" in locals():
+            caches.close()
         keras.config.set_dtype_policy(policy)
     log.info("run finished: %s", path)
     return RunResult(path, metrics, history, model, tasks, data)
