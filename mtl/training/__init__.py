@@ -10,9 +10,22 @@ from mtl.training._callbacks import (
     WeightingEpochHooks,
 )
 from mtl.training._checkpoints import check_history, choose_checkpoint, read_state
+from mtl.training._distributed import Distribution, make_distribution, read_tf_config
 from mtl.training._fingerprint import data_change, data_fingerprint
+from mtl.training._launch import (
+    check_several_workers,
+    free_loopback_ports,
+    launch_workers,
+    resumable,
+    run_worker,
+    tf_config,
+    worker_arguments,
+)
+from mtl.training._ray import launch_ray
 from mtl.training._run import RunResult, log_keys, resume, train
 
-__all__ = ["DirectoryLock", "DivergenceGuard", "EpochCheckpoint", "LossWeightScheduler", "RunResult",
-           "TrainingDiverged", "WeightingEpochHooks", "check_history", "choose_checkpoint", "data_change",
-           "data_fingerprint", "log_keys", "read_state", "resume", "to_dataset", "train"]
+__all__ = ["DirectoryLock", "Distribution", "DivergenceGuard", "EpochCheckpoint", "LossWeightScheduler", "RunResult",
+           "TrainingDiverged", "WeightingEpochHooks", "check_history", "check_several_workers", "choose_checkpoint",
+           "data_change", "data_fingerprint", "free_loopback_ports", "launch_ray", "launch_workers", "log_keys",
+           "make_distribution", "read_state", "read_tf_config", "resumable", "resume", "run_worker", "tf_config",
+           "to_dataset", "train", "worker_arguments"]

@@ -33,6 +33,7 @@ from mtl.evaluation import evaluate
 from mtl.model import MultiTaskModel, build_model
 from mtl.tasks import Task
 from mtl.training import _checkpoints as checkpoints
+from mtl.training import _distributed as distributed
 from mtl.training._batches import to_dataset
 from mtl.training._callbacks import (
     DivergenceGuard,
@@ -267,6 +268,15 @@ def _callbacks(config: Config, tasks: dict[str, Task], path: Path, has_val: bool
     return callbacks
 
 
+def _compiled_model(config: Config, data: PreparedData, tasks: dict[str, Task], steps_per_epoch: int) -> MultiTaskModel:
+    t = config.training
+    model = build_model(config.model, tasks, data.features, weighting=t.weighting.model_dump())
+    model.compile(optimizer=_optimizer(config, steps_per_epoch), jit_compile=t.jit_compile,
+                  steps_per_execution=min(t.steps_per_execution, steps_per_epoch))
+    distributed.prepare(model)
+    return model
+
+
 def _run(config: Config, data: PreparedData, tasks: dict[str, Task], path: Path, record: dict,
          resume_from: tuple[dict, checkpoints.Checkpoint] | None = None) -> RunResult:
     t = config.training
@@ -275,10 +285,9 @@ def _run(config: Config, data: PreparedData, tasks: dict[str, Task], path: Path,
     keras.config.set_dtype_policy(t.mixed_precision)
     kept_epoch = resume_from[1].epoch if resume_from else 0
     try:
-        model = build_model(config.model, tasks, data.features, weighting=t.weighting.model_dump())
         steps_per_epoch = math.ceil(len(data.train) / t.batch_size)
-        model.compile(optimizer=_optimizer(config, steps_per_epoch), jit_compile=t.jit_compile,
-                      steps_per_execution=min(t.steps_per_execution, steps_per_epoch))
+        with distributed.scope():  # a no-op in one process
+            model = _compiled_model(config, data, tasks, steps_per_epoch)
         has_val = len(data.val) > 0
         callbacks = _callbacks(config, tasks, path, has_val, record)
         checkpoint = next(c for c in callbacks if isinstance(c, EpochCheckpoint))
@@ -293,7 +302,7 @@ def _run(config: Config, data: PreparedData, tasks: dict[str, Task], path: Path,
             checkpoints.truncate_history(path / "history.csv", initial_epoch)
             log.info("resuming %s after epoch %d of %d", path, initial_epoch, t.epochs)
         if initial_epoch < t.epochs and not stopped:
-            model.fit(
+            distributed.fit_function(model)(  # model.fit, or under training.distribute the same in a loop
                 to_dataset(data.train, t.batch_size, shuffle=True, seed=config.seed,
                            bucket_by=data.words_column if t.bucket_by_length else None, first_epoch=initial_epoch),
                 validation_data=to_dataset(data.val, t.batch_size) if has_val else None,
@@ -302,6 +311,9 @@ def _run(config: Config, data: PreparedData, tasks: dict[str, Task], path: Path,
         elif early is not None and early.restored_weights:
             model.set_weights(early.best_weights)  # what fit's end would have done: killed after the last epoch
         kept_epoch = checkpoint.epochs_saved
+        if not distributed.is_chief():  # a worker's part ends with training: the chief writes the run
+            return RunResult(path, {}, pd.DataFrame(), model, tasks, data)
+        model = distributed.local_model(model, lambda: _compiled_model(config, data, tasks, steps_per_epoch))
         tmp_model = path / ".model.tmp.keras"
         model.save(tmp_model)
         os.replace(tmp_model, path / "model.keras")

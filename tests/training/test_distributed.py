@@ -1,0 +1,189 @@
+"""Data-parallel training (issue 12): two local workers follow the single-process run of the same global batches,
+a killed worker stops the job with one line and the same command resumes, bad cluster input is one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import ROOT, run_cli, tiny_config, write_yaml
+
+import mtl
+from mtl.cli import main
+from mtl.config import config_from_dict
+from mtl.errors import MtlError
+from mtl.training import read_tf_config, tf_config
+
+
+@pytest.fixture(scope="module")
+def gappy_csv(tmp_path_factory: pytest.TempPathFactory, adult_frame: pd.DataFrame) -> Path:
+    """600 real Adult rows, a third of each task's labels missing."""
+    frame = adult_frame.sample(600, random_state=3).reset_index(drop=True)
+    rng = np.random.default_rng(0)
+    frame.loc[rng.random(len(frame)) < 0.3, "income"] = None
+    frame.loc[rng.random(len(frame)) < 0.3, "hours_per_week"] = np.nan
+    path = tmp_path_factory.mktemp("distributed") / "gappy.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+def _weights(model: keras.Model) -> list[np.ndarray]:
+    return [np.asarray(v) for v in model.weights]
+
+
+def _numbers(tree: object, prefix: str = "") -> dict[str, float]:
+    if isinstance(tree, dict):
+        return {k: v for key, value in tree.items() for k, v in _numbers(value, f"{prefix}{key}.").items()}
+    return {prefix.rstrip("."): float(tree)}
+
+
+def _digests(stderr: str) -> dict[str, str]:
+    """Each worker's logged digest of its final weights: ``{"0": sha, "1": sha}``."""
+    found = {}
+    for line in stderr.splitlines():
+        if "final weights sha256" in line and line.startswith("[worker "):
+            found[line[len("[worker "):line.index("]")]] = line.rsplit(" ", 1)[-1]
+    return found
+
+
+@pytest.mark.parametrize("weighting", [
+    {"training__weighting": "fixed", "tasks__income__weight": {"schedule": "linear", "start": 0.2, "end": 1.0}},
+    {"training__weighting": {"name": "gradnorm", "alpha": 1.0}},
+], ids=["schedule", "gradnorm"])
+def test_two_workers_match_one_process(tmp_path, gappy_csv, weighting):
+    raw = tiny_config(str(gappy_csv), training__batch_size=64, training__steps_per_execution=2, **weighting)
+    config = write_yaml(tmp_path / "c.yaml", raw)
+    done = run_cli("train", "--config", str(config), "--workers", "2", "--run-dir", str(tmp_path / "two"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    digests = _digests(done.stderr)
+    assert set(digests) == {"0", "1"} and digests["0"] == digests["1"]  # both workers end bit-identical
+    assert not list(tmp_path.glob("two/../mtl-worker*")), "a scratch directory was left"
+
+    single = mtl.train(config_from_dict(raw), tmp_path / "one")
+    two = mtl.load_model(str(tmp_path / "two" / "model.keras"))
+    for a, b in zip(_weights(single.model), _weights(two), strict=True):
+        np.testing.assert_allclose(b, a, rtol=0, atol=1e-5)
+    one_metrics = _numbers(json.loads((tmp_path / "one" / "metrics.json").read_text()))
+    two_metrics = _numbers(json.loads((tmp_path / "two" / "metrics.json").read_text()))
+    assert one_metrics.keys() == two_metrics.keys()
+    for key, value in one_metrics.items():
+        assert two_metrics[key] == pytest.approx(value, abs=1e-5), key
+    one_history, two_history = (pd.read_csv(tmp_path / run / "history.csv") for run in ("one", "two"))
+    assert list(one_history.columns) == list(two_history.columns)
+    np.testing.assert_allclose(two_history.to_numpy(float), one_history.to_numpy(float), rtol=0, atol=1e-5)
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def test_killed_worker_stops_the_job_and_the_same_command_resumes(tmp_path, gappy_csv):
+    raw = tiny_config(str(gappy_csv), training__epochs=3, training__batch_size=8, training__steps_per_execution=1)
+    config = write_yaml(tmp_path / "c.yaml", raw)
+    command = [sys.executable, "-m", "mtl.cli", "train", "--config", str(config), "--workers", "2",
+               "--run-dir", str(tmp_path / "run")]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    launcher = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+    state = tmp_path / "run" / "checkpoints" / "state.json"
+    deadline = time.monotonic() + 600
+    while not state.exists() and launcher.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    workers = _children(launcher.pid)
+    assert len(workers) == 2 and json.loads(state.read_text())["epochs_completed"] == 1
+    os.kill(workers[1], signal.SIGKILL)  # worker 1, in epoch 2
+    _, stderr = launcher.communicate(timeout=120)
+    assert launcher.returncode == 2
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("error: worker 1 was killed by SIGKILL"), last
+    assert "run the same command to resume" in last
+    for pid in workers:
+        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+    assert not (tmp_path / "run" / "metrics.json").exists()
+    kept = json.loads(state.read_text())["epochs_completed"]
+    assert kept < 3
+
+    again = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"resuming {tmp_path / 'run'} after epoch {kept} of 3" in again.stderr
+    history = pd.read_csv(tmp_path / "run" / "history.csv")
+    assert history["epoch"].tolist() == [0, 1, 2]
+    assert (tmp_path / "run" / "metrics.json").is_file()
+
+
+# ----------------------------------------------------------------------------- bad input: one line, exit 2
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _train_line(capsys, config: Path, *extra: str) -> str:
+    code = main(["train", "--config", str(config), "--run-dir", str(config.parent / "run"), *extra])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1].startswith("error: "), err
+    assert not (config.parent / "run").exists()
+    return err[-1]
+
+
+@pytest.fixture
+def worker_config(tmp_path, gappy_csv) -> Path:
+    return write_yaml(tmp_path / "c.yaml", tiny_config(str(gappy_csv), training__distribute={
+        "strategy": "multi_worker", "timeout_seconds": 1}))
+
+
+def test_multi_worker_without_tf_config(capsys, monkeypatch, worker_config):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    assert "TF_CONFIG is not set" in _train_line(capsys, worker_config)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("{not json", "not JSON"),
+    ('{"cluster": {"worker": ["127.0.0.1"]}, "task": {"type": "worker", "index": 0}}', "is not host:port"),
+    ('{"cluster": {"worker": ["127.0.0.1:2000"]}, "task": {"type": "worker", "index": 3}}', "task.index 3"),
+    ('{"cluster": {"ps": ["127.0.0.1:2000"]}, "task": {"type": "ps"}}', "chief and workers only"),
+])
+def test_malformed_tf_config(text, message):
+    with pytest.raises(MtlError, match=message):
+        read_tf_config(text)
+
+
+def test_malformed_tf_config_in_the_cli(capsys, monkeypatch, worker_config):
+    monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": []}}')
+    assert "TF_CONFIG" in _train_line(capsys, worker_config)
+
+
+def test_port_in_use(capsys, monkeypatch, worker_config):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        monkeypatch.setenv("TF_CONFIG", tf_config([port, _free_port()], 0))
+        line = _train_line(capsys, worker_config)
+    assert f"port {port} of worker 0" in line and "in use" in line
+
+
+def test_chief_out_of_reach(capsys, monkeypatch, worker_config):
+    monkeypatch.setenv("TF_CONFIG", tf_config([_free_port(), _free_port()], 1))
+    line = _train_line(capsys, worker_config)
+    assert "worker 1 cannot reach the chief" in line and "within 1 s" in line
+
+
+def test_zero_workers(capsys, worker_config):
+    assert "--workers: must be at least 1, got 0" in _train_line(capsys, worker_config, "--workers", "0")
+
+
+def test_smote_with_several_workers(capsys, tmp_path, gappy_csv):
+    config = write_yaml(tmp_path / "c.yaml", tiny_config(str(gappy_csv), training__smote={"task": "income"}))
+    assert "SMOTE" in _train_line(capsys, config, "--workers", "2")
