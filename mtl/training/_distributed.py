@@ -113,6 +113,15 @@ def local_model(model: keras.Model, rebuild: Callable[[], keras.Model]) -> keras
     return copy
 
 
+def barrier(distribution: Distribution) -> None:
+    """Wait until every worker gets here (an all-reduce of one number): workers end together, so the chief's
+    post-training work (evaluation, export) is not mistaken by TensorFlow's coordination service for a lost worker."""
+    if distribution.worker_count > 1:
+        strategy = distribution.strategy
+        strategy.run(lambda: tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM,
+                                                                             tf.constant(1.0)))
+
+
 # ----------------------------------------------------------------------------- making a strategy
 def make_distribution(strategy: str, environ: dict[str, str], timeout_seconds: float) -> Distribution | None:
     """The distribution ``training.distribute.strategy`` names; ``multi_worker`` joins the cluster of ``TF_CONFIG``.

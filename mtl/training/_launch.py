@@ -76,6 +76,7 @@ def run_worker(config: Config, run_dir: str | Path | None) -> RunResult:
                 shutil.rmtree(scratch, ignore_errors=True)
     if distribution is not None:  # equal on every worker: they trained in sync
         log.info("worker %d: final weights sha256 %s", distribution.worker_index, weights_digest(result.model))
+        distributed.barrier(distribution)
     return result
 
 

@@ -1,0 +1,124 @@
+"""Distributed training on this machine: wall time, training samples/s and peak RSS per worker for one process
+(Keras ``fit``), and ``mtl train --workers N`` for each N given (issue 12).
+
+Each configuration is a real ``mtl train`` command in fresh processes. Wall time is the whole command (imports,
+data, tracing, training, evaluation, export of the chief). Samples/s is the steady state: training rows divided by
+the time between the last two epoch checkpoints (``checkpoints/epoch-*.npz`` modification times), so it holds one
+epoch's steps, its validation pass and one checkpoint, and no tracing. Peak RSS is each worker's ``VmHWM``.
+
+    python benchmarks/distributed.py                      # the Adult config, 1 process, 1 and 2 workers
+    python benchmarks/distributed.py --rows 20000 --epochs 3 --workers 1 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+from _host import machine
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def config(data: Path, epochs: int, batch_size: int) -> dict:
+    """The default Adult setup (two tasks, trunk 64-64), fixed weighting, no early stopping."""
+    return {
+        "seed": 7,
+        "data": {"path": str(data),
+                 "features": {"numeric": ["age", "educational_num", "capital_gain", "capital_loss"],
+                              "categorical": ["workclass", "education", "marital_status", "occupation",
+                                              "relationship", "race", "gender", "native_country"]},
+                 "split": {"train": 0.8, "val": 0.1, "test": 0.1, "stratify": "income"}},
+        "tasks": {"income": {"type": "binary", "column": "income", "positive": ">50K"},
+                  "hours_per_week": {"type": "regression", "column": "hours_per_week"}},
+        "model": {"trunk": {"units": [64, 64]}},
+        "training": {"epochs": epochs, "batch_size": batch_size, "verbose": 0},
+    }
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    try:
+        return [int(p) for p in path.read_text().split()]
+    except OSError:
+        return []
+
+
+def _peak_rss_mib(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def run(config_file: Path, run_dir: Path, workers: int | None) -> dict:
+    """One ``mtl train`` command; its wall time, steady samples/s and each process's peak RSS."""
+    command = [sys.executable, "-m", "mtl.cli", "train", "--config", str(config_file), "--run-dir", str(run_dir)]
+    if workers is not None:
+        command += ["--workers", str(workers)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    start = time.monotonic()
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True)
+    peaks: dict[int, float] = {}
+    while process.poll() is None:
+        watched = _children(process.pid) if workers is not None else [process.pid]
+        for pid in watched:
+            peak = _peak_rss_mib(pid)
+            if peak is not None:
+                peaks[pid] = max(peaks.get(pid, 0.0), peak)
+        time.sleep(0.2)
+    wall = time.monotonic() - start
+    if process.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{process.stderr.read()[-3000:]}")
+    checkpoints = sorted((run_dir / "checkpoints").glob("epoch-*.npz"))
+    epoch_seconds = checkpoints[-1].stat().st_mtime - checkpoints[-2].stat().st_mtime
+    return {"wall_s": wall, "epoch_s": epoch_seconds, "peak_rss_mib": sorted(peaks.values(), reverse=True)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=48842, help="Adult rows (default: all 48,842)")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    args = parser.parse_args()
+    sys.path.insert(0, str(ROOT))
+    from mtl.data import read_table
+
+    with tempfile.TemporaryDirectory(prefix="mtl-bench-distributed-") as tmp:
+        root = Path(tmp)
+        frame = read_table(dataset="adult")[0]
+        frame = frame.sample(min(args.rows, len(frame)), random_state=0)
+        data = root / "adult.csv"
+        frame.to_csv(data, index=False)
+        train_rows = int(round(len(frame) * 0.8))
+        config_file = root / "c.yaml"
+        config_file.write_text(yaml.safe_dump(config(data, args.epochs, args.batch_size), sort_keys=False))
+        load = os.getloadavg()
+        print(json.dumps(machine()))
+        print(f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; {len(frame)} rows "
+              f"({train_rows} train), {args.epochs} epochs, global batch {args.batch_size}")
+        print("| setup | wall time s | steady samples/s | peak RSS per process MiB |")
+        print("|---|---|---|---|")
+        for workers in [None, *args.workers]:
+            result = run(config_file, root / f"run-{workers}", workers)
+            name = "1 process (Keras fit)" if workers is None else f"--workers {workers}"
+            rss = ", ".join(f"{r:.0f}" for r in result["peak_rss_mib"])
+            print(f"| {name} | {result['wall_s']:.1f} | {train_rows / result['epoch_s']:,.0f} | {rss} |", flush=True)
+        load = os.getloadavg()
+        print(f"load average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
