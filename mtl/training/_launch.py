@@ -57,7 +57,9 @@ def run_worker(config: Config, run_dir: str | Path | None) -> RunResult:
         _check_same_config(config, path)
     distribution = distributed.make_distribution(settings.strategy, dict(os.environ), settings.timeout_seconds)
     if distribution is not None and distribution.worker_count > 1:
-        log.info("worker %d of %d (%s)", distribution.worker_index, distribution.worker_count,
+        cluster = distributed.read_tf_config(os.environ.get("TF_CONFIG"))
+        log.info("worker %d of %d on %s (%s)", distribution.worker_index, distribution.worker_count,
+                 ", ".join(cluster.addresses),
                  "chief: writes the run directory" if distribution.is_chief else "scratch directory only")
     with distributed.activated(distribution):
         if distributed.is_chief():
@@ -185,7 +187,7 @@ def _run_workers_once(workers: int, worker_args: list[str]) -> str | None:
                    "PYTHONUNBUFFERED": "1"}
             process = subprocess.Popen([sys.executable, "-m", "mtl.cli", "train", *worker_args], env=env,
                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                       text=True, errors="replace")
+                                       text=True, errors="replace", preexec_fn=_die_with_parent)
             processes.append(process)
             thread = threading.Thread(target=_stream, args=(process, index, tails[index]), daemon=True)
             thread.start()
@@ -211,6 +213,15 @@ def _run_workers_once(workers: int, worker_args: list[str]) -> str | None:
         _stop(processes)
         for path in scratch:
             shutil.rmtree(path, ignore_errors=True)
+
+
+def _die_with_parent() -> None:
+    """In a worker, before it starts: on Linux, be killed when the launcher dies (even by SIGKILL), so that no worker
+    is left running; elsewhere the launcher's own cleanup stops them."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def _stream(process: subprocess.Popen, index: int, tail: deque) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from mtl.config import Config, config_from_dict, dump_config, read_yaml
@@ -31,21 +32,30 @@ def launch_ray(workers: int, config: Config, run_dir: Path, max_restarts: int, a
         from ray.train.tensorflow import TensorflowTrainer
     except ImportError:
         raise MtlError("Ray Train is not installed; pip install 'mtl[ray]'", where="--ray") from None
-    if not ray.is_initialized():
+    started = not ray.is_initialized()
+    if started:
         if address:
             ray.init(address=address, log_to_driver=True)
         else:  # a local Ray bound to loopback only, with this process's import path for the workers
             ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, num_cpus=max(workers, os.cpu_count() or 1),
                      runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}})
-    trainer = TensorflowTrainer(
-        _ray_worker,
-        train_loop_config={"config": dump_config(config), "run_dir": str(run_dir.resolve())},
-        scaling_config=ScalingConfig(num_workers=workers, use_gpu=False),
-        run_config=RunConfig(storage_path=str((run_dir.parent / f".{run_dir.name}-ray").resolve()),
-                             failure_config=FailureConfig(max_failures=max_restarts)))
-    try:
-        result = trainer.fit()
-    except Exception as exc:  # Ray wraps the worker's error in its own types
-        raise MtlError(f"Ray Train failed: {str(exc).strip().splitlines()[-1]}", where="--ray") from None
-    if result.error is not None:
-        raise MtlError(f"Ray Train failed: {str(result.error).strip().splitlines()[-1]}", where="--ray")
+    with tempfile.TemporaryDirectory(prefix="mtl-ray-") as storage:  # Ray's own records, not the run's
+        trainer = TensorflowTrainer(
+            _ray_worker,
+            train_loop_config={"config": dump_config(config), "run_dir": str(run_dir.resolve())},
+            scaling_config=ScalingConfig(num_workers=workers, use_gpu=False),
+            run_config=RunConfig(storage_path=storage, failure_config=FailureConfig(max_failures=max_restarts)))
+        try:
+            result = trainer.fit()
+        except Exception as exc:  # Ray wraps the worker's error in its own types
+            raise MtlError(f"Ray Train failed: {_last_line(exc)}", where="--ray") from None
+        finally:
+            if started:
+                ray.shutdown()
+    if getattr(result, "error", None) is not None:
+        raise MtlError(f"Ray Train failed: {_last_line(result.error)}", where="--ray")
+
+
+def _last_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__

@@ -51,8 +51,9 @@ def _digests(stderr: str) -> dict[str, str]:
     """Each worker's logged digest of its final weights: ``{"0": sha, "1": sha}``."""
     found = {}
     for line in stderr.splitlines():
-        if "final weights sha256" in line and line.startswith("[worker "):
-            found[line[len("[worker "):line.index("]")]] = line.rsplit(" ", 1)[-1]
+        if ": final weights sha256 " in line:
+            head, digest = line.split(": final weights sha256 ")
+            found[head.rsplit("worker ", 1)[1]] = digest.strip()
     return found
 
 
@@ -81,6 +82,7 @@ def _assert_workers_agree(stderr: str) -> None:
     assert len(scratch) == 1 and not Path(scratch[0]).exists() and not Path(scratch[0]).parent.exists()
 
 
+@pytest.mark.timeout(1800)  # two launches of TensorFlow processes: minutes on a loaded 2-core machine
 def test_two_workers_with_a_learned_strategy_match_one_process(tmp_path, gappy_csv):
     raw = tiny_config(str(gappy_csv), training__batch_size=64, training__steps_per_execution=2,
                       training__weighting={"name": "gradnorm", "alpha": 1.0})
@@ -98,6 +100,7 @@ def _children(pid: int) -> list[int]:
     return [int(p) for p in path.read_text().split()] if path.exists() else []
 
 
+@pytest.mark.timeout(1800)
 def test_killed_worker_stops_the_job_and_the_same_command_resumes(tmp_path, gappy_csv):
     """Missing labels and a weight schedule; worker 1 killed in epoch 2: one line; the same command resumes and
     ends where the uninterrupted single-process run ends."""
@@ -201,3 +204,22 @@ def test_zero_workers(capsys, worker_config):
 def test_smote_with_several_workers(capsys, tmp_path, gappy_csv):
     config = write_yaml(tmp_path / "c.yaml", tiny_config(str(gappy_csv), training__smote={"task": "income"}))
     assert "SMOTE" in _train_line(capsys, config, "--workers", "2")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_ray_two_workers_match_one_process(tmp_path, gappy_csv):
+    pytest.importorskip("ray.train", reason="Ray Train is not installed (pip install 'mtl[ray]')")
+    raw = tiny_config(str(gappy_csv), training__batch_size=64, training__steps_per_execution=2,
+                      tasks__income__weight={"schedule": "linear", "start": 0.2, "end": 1.0})
+    config = write_yaml(tmp_path / "c.yaml", raw)
+    done = run_cli("train", "--config", str(config), "--ray", "--workers", "2", "--run-dir", str(tmp_path / "two"),
+                   timeout=1200)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-3000:]
+    digests = _digests(output)
+    assert set(digests) == {"0", "1"} and digests["0"] == digests["1"], digests
+    clusters = [line.split(" on ", 1)[1] for line in output.splitlines() if "worker 0 of 2 on " in line]
+    assert clusters and all(a.startswith("127.0.0.1:") for a in clusters[0].split(" (")[0].split(", "))
+    mtl.train(config_from_dict(raw), tmp_path / "one")
+    _assert_same_run(tmp_path / "one", tmp_path / "two")
