@@ -223,3 +223,27 @@ def test_ray_two_workers_match_one_process(tmp_path, gappy_csv):
     assert clusters and all(a.startswith("127.0.0.1:") for a in clusters[0].split(" (")[0].split(", "))
     mtl.train(config_from_dict(raw), tmp_path / "one")
     _assert_same_run(tmp_path / "one", tmp_path / "two")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_max_restarts_restarts_the_workers_after_a_kill(tmp_path, gappy_csv):
+    raw = tiny_config(str(gappy_csv), training__epochs=3, training__batch_size=8, training__steps_per_execution=1,
+                      training__distribute={"max_restarts": 1})
+    config = write_yaml(tmp_path / "c.yaml", raw)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    launcher = subprocess.Popen([sys.executable, "-m", "mtl.cli", "train", "--config", str(config), "--workers", "2",
+                                 "--run-dir", str(tmp_path / "two")], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+    state = tmp_path / "two" / "checkpoints" / "state.json"
+    deadline = time.monotonic() + 900
+    while not state.exists() and launcher.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    workers = _children(launcher.pid)
+    assert len(workers) == 2
+    os.kill(workers[1], signal.SIGKILL)
+    _, stderr = launcher.communicate(timeout=1500)
+    assert launcher.returncode == 0, stderr[-3000:]
+    assert "worker 1 was killed by SIGKILL" in stderr and "restart 1 of 1" in stderr
+    assert pd.read_csv(tmp_path / "two" / "history.csv")["epoch"].tolist() == [0, 1, 2]
+    assert (tmp_path / "two" / "metrics.json").is_file()
