@@ -147,8 +147,6 @@ class MultiTaskModel(keras.Model):
             scaled = self.optimizer.scale_loss(loss / replica_count())  # see masked_mean
         variables = self.trainable_variables
         gradients = tape.gradient(scaled, variables)
-        if replica_count() > 1:  # the all-reduce needs equal shapes on all replicas; a sparse gradient's rows differ
-            gradients = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in gradients]
         self.optimizer.apply(gradients, variables)
         if weights is not None:
             self.set_task_weights(weights)
