@@ -2,9 +2,13 @@
 
 Measures p50/p99 latency of a single-row predict and rows/s at batch 1, 32 and 256 for: the direct signature call,
 REST (row format ``instances`` and columnar ``inputs``, one ``httpx.Client`` with keep-alive) and gRPC (TF Serving's
-``PredictionServiceStub``); then 200 concurrent single-row gRPC clients against the server with batching off and on
-(throughput and p99), and the server's RSS over all the requests. The servers run as separate processes
-(``mtl serve`` on free 127.0.0.1 ports); client and server share the machine's cores.
+``PredictionServiceStub``), the paths taking turns call by call so that a change in the machine's load hits all of
+them alike; then 200 concurrent single-row gRPC clients against the server with batching off and on (throughput and
+p99), and the batching server's RSS up to ``--memory-requests`` requests (100k: the issue's "flat memory" check).
+The servers run as separate processes (``mtl serve`` on free 127.0.0.1 ports); client and server share the machine's
+cores. The direct call includes building its arrays and ``tf.constant``; the REST and gRPC times run from sending a
+request body the client encoded beforehand (JSON bytes, a ``PredictRequest``) to its decoded answer, and the client's
+own encoding time is printed beside them.
 
     python benchmarks/serve_latency.py                      # trains a small model on Adult (1 epoch), exports it
     python benchmarks/serve_latency.py --model exports/adult --requests 500
@@ -20,6 +24,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -55,14 +60,22 @@ def _rows(model, n: int) -> list[dict]:  # noqa: ANN001
              for name, kind in model.inputs.items()} for i in range(n)]
 
 
-def _time(fn, repeats: int) -> np.ndarray:  # noqa: ANN001
-    fn()  # warm-up (tracing, connection)
-    out = np.empty(repeats)
-    for i in range(repeats):
-        start = time.perf_counter()
+def _time_in_turns(fns: dict, repeats: int) -> dict[str, np.ndarray]:  # noqa: ANN001
+    """Seconds per call of each function, the functions called in turn (a, b, c, a, b, c, ...) after one warm-up
+    call each (tracing, connection), so that the machine's load falls on all of them alike."""
+    for fn in fns.values():
         fn()
-        out[i] = time.perf_counter() - start
+    out = {name: np.empty(repeats) for name in fns}
+    for i in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            out[name][i] = time.perf_counter() - start
     return out
+
+
+def _load() -> str:
+    return "/".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 class Server:
@@ -111,8 +124,10 @@ def _grpc_request(model, rows: list[dict]):  # noqa: ANN001, ANN202
     return request
 
 
-async def _concurrent(port: int, request, clients: int, seconds: float) -> tuple[float, float, int]:  # noqa: ANN001
-    """``(requests/s, p99 ms, requests)`` of ``clients`` concurrent single-row gRPC clients for ``seconds``."""
+async def _concurrent(port: int, request, clients: int, seconds: float,  # noqa: ANN001
+                      total: int | None = None) -> tuple[float, float, int]:
+    """``(requests/s, p99 ms, requests)`` of ``clients`` concurrent single-row gRPC clients for ``seconds``
+    (or, given ``total``, until that many requests are answered)."""
     import grpc
     from tensorflow_serving.apis import prediction_service_pb2_grpc
 
@@ -123,7 +138,7 @@ async def _concurrent(port: int, request, clients: int, seconds: float) -> tuple
         stop = time.perf_counter() + seconds
 
         async def client() -> None:
-            while time.perf_counter() < stop:
+            while (len(latencies) < total) if total is not None else (time.perf_counter() < stop):
                 start = time.perf_counter()
                 await stub.Predict(request, timeout=60)
                 latencies.append(time.perf_counter() - start)
@@ -134,12 +149,37 @@ async def _concurrent(port: int, request, clients: int, seconds: float) -> tuple
     return len(latencies) / elapsed, float(np.percentile(latencies, 99) * 1e3), len(latencies)
 
 
+class PeakRss:
+    """The highest RSS of a process, sampled every 0.2 s in a thread while the block runs."""
+
+    def __init__(self, pid: int) -> None:
+        import psutil
+
+        self.process, self.peak, self._stop = psutil.Process(pid), 0.0, threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.process.memory_info().rss / 2**20)
+            self._stop.wait(0.2)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="export base (BASE/NAME); default: train and export a small model")
     parser.add_argument("--requests", type=int, default=300, help="single-row requests to time per path")
     parser.add_argument("--clients", type=int, default=200, help="concurrent clients for the batching comparison")
     parser.add_argument("--seconds", type=float, default=20.0, help="duration of each concurrent run")
+    parser.add_argument("--memory-requests", type=int, default=100_000,
+                        help="requests the batching server answers in all before its last RSS reading")
     args = parser.parse_args()
 
     import grpc
@@ -152,59 +192,68 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="mtl-serve-bench-") as tmp:
         base = Path(args.model) if args.model else _export_small_model(Path(tmp))
         model = load(base)
+        info = machine()
+        print(f"model: {model.path}; {len(model.inputs)} inputs; {info['cpu']}, {info['cores']}; {info['date']}; "
+              f"{args.requests} single-row requests per path; load average (1/5/15 min) at start {_load()}")
         server = Server(base)
         try:
             rss_start = server.rss_mib()
             served = 0
             channel = grpc.insecure_channel(f"127.0.0.1:{server.grpc}")
             stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-            with httpx.Client(timeout=60) as client:
-                def direct(rows: list[dict]) -> None:
-                    tensors = {n: tf.constant(np.asarray([r[n] for r in rows], "float32" if k == "float" else object))
-                               for n, k in model.inputs.items()}
-                    model.signature(**tensors)
+            with httpx.Client(timeout=60) as client, PeakRss(server.process.pid) as peak_off:
+                def paths(rows: list[dict]) -> dict:
+                    """The four ways to predict these rows; the clients' request bodies are encoded here, once."""
+                    row_body = json.dumps({"instances": rows}).encode()
+                    column_body = json.dumps({"inputs": {n: [r[n] for r in rows] for n in model.inputs}}).encode()
+                    request = _grpc_request(model, rows)
 
-                def rest_rows(rows: list[dict]) -> None:
-                    answer = client.post(f"{server.url}:predict", content=json.dumps({"instances": rows}))
-                    assert answer.status_code == 200, answer.text
+                    def direct() -> None:
+                        tensors = {n: tf.constant(np.asarray([r[n] for r in rows], "float32" if k == "float" else
+                                                             object)) for n, k in model.inputs.items()}
+                        {k: v.numpy() for k, v in model.signature(**tensors).items()}
 
-                def rest_columns(rows: list[dict]) -> None:
-                    body = {"inputs": {n: [r[n] for r in rows] for n in model.inputs}}
-                    answer = client.post(f"{server.url}:predict", content=json.dumps(body))
-                    assert answer.status_code == 200, answer.text
+                    def rest(body: bytes) -> None:
+                        answer = client.post(f"{server.url}:predict", content=body)
+                        assert answer.status_code == 200, answer.text
+                        answer.json()
 
-                def grpc_call(rows: list[dict]) -> None:
-                    stub.Predict(_grpc_request(model, rows), timeout=60)
+                    return {"direct signature call": direct, "REST, row format": lambda: rest(row_body),
+                            "REST, columnar format": lambda: rest(column_body),
+                            "gRPC (PredictionServiceStub)": lambda: stub.Predict(request, timeout=60)}
 
-                paths = {"direct signature call": direct, "REST, row format": rest_rows,
-                         "REST, columnar format": rest_columns, "gRPC (PredictionServiceStub)": grpc_call}
-                info = machine()
-                print(f"model: {model.path}; {len(model.inputs)} inputs; {info['cpu']}, {info['cores']}; "
-                      f"{info['date']}; {args.requests} single-row requests per path")
                 one = _rows(model, 1)
-                timings = {name: _time(lambda fn=fn: fn(one), args.requests) * 1e3 for name, fn in paths.items()}
+                timings = {n: t * 1e3 for n, t in _time_in_turns(paths(one), args.requests).items()}
                 served += 3 * (args.requests + 1)
                 p50_direct = np.percentile(timings["direct signature call"], 50)
                 print("\n| single row | p50 ms | p99 ms | p50 / direct |\n|---|---|---|---|")
                 for name, ms in timings.items():
                     print(f"| {name} | {np.percentile(ms, 50):.2f} | {np.percentile(ms, 99):.2f} | "
                           f"{np.percentile(ms, 50) / p50_direct:.2f}x |")
-                print("\n| batch | " + " | ".join(f"{n} rows/s" for n in paths) +
-                      " | REST columnar / direct | gRPC / direct |\n" + "|---" * (len(paths) + 3) + "|")
+                names = list(paths(one))
+                print("\n| batch | " + " | ".join(f"{n} rows/s" for n in names) +
+                      " | REST rows / direct | REST columnar / direct | gRPC / direct |\n" +
+                      "|---" * (len(names) + 4) + "|")
                 for batch in (1, 32, 256):
                     rows = _rows(model, batch)
                     repeats = max(20, 2000 // batch)
-                    rates = {name: batch / np.median(_time(lambda fn=fn, rows=rows: fn(rows), repeats))
-                             for name, fn in paths.items()}
+                    rates = {name: batch / np.median(t) for name, t in _time_in_turns(paths(rows), repeats).items()}
                     served += 3 * (repeats + 1)
                     d = rates["direct signature call"]
                     print(f"| {batch} | " + " | ".join(f"{r:,.0f}" for r in rates.values()) +
-                          f" | {rates['REST, columnar format'] / d:.0%} | "
+                          f" | {rates['REST, row format'] / d:.0%} | {rates['REST, columnar format'] / d:.0%} | "
                           f"{rates['gRPC (PredictionServiceStub)'] / d:.0%} |")
-            channel.close()
-            request = _grpc_request(model, one)
-            unbatched = asyncio.run(_concurrent(server.grpc, request, args.clients, args.seconds))
-            served += unbatched[2]
+                rows = _rows(model, 256)
+                encode = _time_in_turns({
+                    "JSON rows": lambda: json.dumps({"instances": rows}).encode(),
+                    "JSON columns": lambda: json.dumps({"inputs": {n: [r[n] for r in rows] for n in model.inputs}}),
+                    "PredictRequest (tf.make_tensor_proto)": lambda: _grpc_request(model, rows)}, 50)
+                print("\nclient-side encoding of a 256-row request (not in the times above): " + ", ".join(
+                    f"{name} {np.median(t) * 1e3:.2f} ms" for name, t in encode.items()))
+                channel.close()
+                request = _grpc_request(model, one)
+                unbatched = asyncio.run(_concurrent(server.grpc, request, args.clients, args.seconds))
+                served += unbatched[2]
             rss_end = server.rss_mib()
         finally:
             server.stop()
@@ -213,7 +262,14 @@ def main() -> None:
                           "max_enqueued_batches { value: 1000 }\nnum_batch_threads { value: 2 }\n")
         batching = Server(base, "--enable_batching", "--batching_parameters_file", str(params))
         try:
-            batched = asyncio.run(_concurrent(batching.grpc, request, args.clients, args.seconds))
+            rss_batching_start = batching.rss_mib()
+            with PeakRss(batching.process.pid) as peak_on:
+                batched = asyncio.run(_concurrent(batching.grpc, request, args.clients, args.seconds))
+                rss_after_timed = batching.rss_mib()
+                more = max(0, args.memory_requests - batched[2])
+                extra = asyncio.run(_concurrent(batching.grpc, request, args.clients, 0, total=more)) if more else \
+                    (0.0, 0.0, 0)
+                rss_batching_end = batching.rss_mib()
         finally:
             batching.stop()
         print(f"\n| {args.clients} concurrent single-row gRPC clients, {args.seconds:.0f} s | requests/s | p99 ms |"
@@ -222,8 +278,15 @@ def main() -> None:
         print(f"| batching on (max_batch_size 256, batch_timeout_micros 2000) | {batched[0]:,.0f} | "
               f"{batched[1]:.1f} |")
         print(f"| on / off | {batched[0] / unbatched[0]:.1f}x | |")
-        print(f"\nserver RSS: {rss_start:.0f} MiB after start-up, {rss_end:.0f} MiB after {served:,} requests "
-              f"({(rss_end / rss_start - 1):+.1%})")
+        total = batched[2] + extra[2]
+        print(f"\nserver RSS, batching off: {rss_start:.0f} MiB after start-up, {rss_end:.0f} MiB after {served:,} "
+              f"requests ({(rss_end / rss_start - 1):+.1%}), peak {peak_off.peak:.0f} MiB")
+        print(f"server RSS, batching on: {rss_batching_start:.0f} MiB after start-up, {rss_after_timed:.0f} MiB after "
+              f"{batched[2]:,} requests, {rss_batching_end:.0f} MiB after {total:,} requests "
+              f"({(rss_batching_end / rss_batching_start - 1):+.1%} from start-up, "
+              f"{(rss_batching_end / rss_after_timed - 1):+.1%} over the last {extra[2]:,}), "
+              f"peak {peak_on.peak:.0f} MiB")
+        print(f"load average (1/5/15 min) at the end: {_load()}")
 
 
 if __name__ == "__main__":

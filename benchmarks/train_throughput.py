@@ -4,6 +4,7 @@ with ``--strategies``, also each weighting strategy and trunk against fixed weig
 Run (about 2 minutes on 2 idle cores; up to about 3 when other processes compete)::
 
     .venv/bin/python benchmarks/train_throughput.py
+    .venv/bin/python benchmarks/train_throughput.py --end-to-end   # real `mtl train` runs vs PyTorch (_end_to_end.py)
     .venv/bin/python benchmarks/train_throughput.py --strategies   # + one row per strategy and trunk
 
 Both variants train the same graph (UCI Adult; income: binary, hours_per_week: regression), built
@@ -309,7 +310,26 @@ def main(argv: list[str] | None = None) -> None:
                         help="also time these weighting strategies and trunks against fixed weights on the shared "
                              f"bottom at the first --steps-per-execution (no names: all of {' '.join(STRATEGIES)} "
                              f"{' '.join(TRUNKS)})")
+    e2e = parser.add_argument_group("end to end (--end-to-end): mtl train epochs vs a PyTorch loop, and on Adult")
+    e2e.add_argument("--end-to-end", action="store_true", help="time real mtl train runs instead (see _end_to_end.py)")
+    e2e.add_argument("--end-to-end-epochs", type=int, default=8, help="epochs per synthetic run (PyTorch alike)")
+    e2e.add_argument("--adult-epochs", type=int, default=6, help="epochs per Adult run")
+    e2e.add_argument("--skip-adult", action="store_true")
+    e2e.add_argument("--torch-threads", type=int, nargs="+", default=[2, 1],
+                     help="PyTorch runs per round, one per thread count; mtl is compared with the fastest")
+    e2e.add_argument("--rounds", type=int, default=2, help="rounds of runs, the order alternating")
+    e2e.add_argument("--split-epochs", type=int, default=5, help="epochs of the in-process overhead-split run")
+    e2e.add_argument("--baseline-mtl", default=None,
+                     help="a directory holding an older mtl package, timed in the same rounds")
+    e2e.add_argument("--torch-python", default=None,
+                     help="a Python with torch (default: benchmarks/.venv-torch, created on first use)")
+    e2e.add_argument("--work-dir", default=None, help="data and run directories (default: a temporary directory)")
     args = parser.parse_args(argv)
+    if args.end_to_end:
+        import _end_to_end
+
+        _end_to_end.main(args)
+        return
     args.retries = args.repeats // 2 if args.retries is None else args.retries
     args.log_dir = args.log_dir or tempfile.mkdtemp(prefix="mtl-throughput-")
     os.makedirs(args.log_dir, exist_ok=True)

@@ -11,12 +11,13 @@ The public API is small; everything else lives in the stage packages (``mtl.data
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mtl.config import Config, load_config
 from mtl.errors import MtlError
 
 if TYPE_CHECKING:
+    from mtl.config import Config
     from mtl.training import RunResult
     from mtl.tuning import TuneResult
 
@@ -55,7 +56,20 @@ def load_model(path: str) -> Any:
     return keras.saving.load_model(path)
 
 
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read and validate a YAML config, with ``--set``-style overrides; see ``mtl.config.load_config``."""
+    from mtl.config import load_config as _load_config
+
+    return _load_config(path, overrides)
+
+
 def __getattr__(name: str) -> Any:
+    # imported on first use: `import mtl` (and so the `mtl` command) must not import TensorFlow, whose start-up
+    # lines the command filters out while importing it (mtl._progress)
+    if name == "Config":
+        from mtl.config import Config
+
+        return Config
     if name == "RunResult":
         from mtl.training import RunResult
 

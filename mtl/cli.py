@@ -1,4 +1,5 @@
-"""The ``mtl`` command line: ``mtl train``, ``tune``, ``eda``, ``export``, ``predict``, ``serve`` and ``embed``.
+"""The ``mtl`` command line: ``mtl train``, ``tune``, ``eda``, ``export``, ``predict``, ``serve``, ``embed``,
+``evaluate`` and ``compare``.
 
 Bad input ends with one line ``error: <what and where>`` on stderr and exit code 2, no traceback.
 """
@@ -13,6 +14,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from mtl._progress import STARTUP_NOISE  # noqa: F401  the lines the CLI keeps quiet, public here
 from mtl.errors import MtlError
 
 EXIT_BAD_INPUT = 2
@@ -69,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     rows.add_argument("--text", help="one text, for a model whose only input is a text column")
     predict.add_argument("--output", help="write the predictions to this CSV (default: print them)")
     predict.add_argument("--task", help="only this task's columns")
+    _add_predict_workflow_arguments(predict)
 
     embed = commands.add_parser("embed", help="L2-normalised sentence embeddings from a backbone or a run")
     embed.add_argument("--model", help="a run directory, a backbone preset or directory (default: all-MiniLM-L6-v2)")
@@ -111,12 +114,53 @@ def _parser() -> argparse.ArgumentParser:
                        help="a connection with no request in progress is closed after this time (default 15 s)")
     serve.add_argument("--max_connections", type=int,
                        help="open HTTP connections at most; more get HTTP 503 (default: half the open-file limit)")
+    _add_workflow_commands(commands)
+    # --debug before or after the command (a subcommand's default would overwrite the top level's: suppressed)
+    parser.add_argument("--debug", action="store_true", help="show TensorFlow's start-up and log lines")
+    for command in commands.choices.values():
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help="show TensorFlow's start-up and log lines")
     return parser
 
 
-def _quiet_tensorflow() -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+def _add_predict_workflow_arguments(predict: argparse.ArgumentParser) -> None:
+    """``mtl predict --keep`` and ``--threshold`` (issue 15)."""
+    predict.add_argument("--keep", nargs="+", action="extend", default=[], metavar="COLUMN",
+                         help="pass these input columns (IDs, ...) through to the predictions, first")
+    predict.add_argument("--threshold", action="append", default=[], metavar="TASK=VALUE",
+                         help="label TASK's rows positive from this probability instead of the model's threshold "
+                              "(repeatable)")
+
+
+def _add_workflow_commands(commands: argparse._SubParsersAction) -> None:
+    """``mtl evaluate`` and ``mtl compare`` (issue 15)."""
+    evaluate = commands.add_parser("evaluate", help="score a run or an export on a labelled file")
+    evaluate.add_argument("model", metavar="RUN_OR_EXPORT",
+                          help="a run directory, an export version folder, or an export base (newest version)")
+    evaluate.add_argument("--data", required=True,
+                          help="labelled rows: .csv, .tsv, .parquet, .jsonl, .json or .conll (the task columns "
+                               "of the run's config)")
+    evaluate.add_argument("--out", help="where metrics.json and plots/ go (default: runs/evaluate-<data name>)")
+
+    compare = commands.add_parser("compare", help="compare finished runs: test metrics, config differences and "
+                                                  "the multi-task delta over a baseline")
+    compare.add_argument("runs", nargs="+", metavar="RUN", help="finished run directories")
+    compare.add_argument("--baseline", action="append", default=[], metavar="RUN",
+                         help="baseline run for the multi-task delta (repeatable: e.g. one single-task run per "
+                              "task)")
+    compare.add_argument("--format", choices=("table", "markdown", "csv"), default="table",
+                         help="terminal table (default), Markdown or CSV")
+    compare.add_argument("--output", help="write the comparison to this file (default: print it)")
+
+
+def _quiet_tensorflow(debug: bool) -> None:
+    """Import TensorFlow without its start-up lines (``mtl._progress``); ``--debug`` shows them and TF's logs."""
+    if debug:
+        return
     warnings.filterwarnings("ignore", module="keras")
+    from mtl._progress import quiet_tensorflow_startup
+
+    quiet_tensorflow_startup()
 
 
 class Terminated(KeyboardInterrupt):
@@ -130,14 +174,14 @@ def _raise_terminated(signum: int, frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="mtl: %(message)s", stream=sys.stderr)
-    _quiet_tensorflow()
+    _quiet_tensorflow(args.debug)
     try:
         previous = signal.signal(signal.SIGTERM, _raise_terminated)
     except ValueError:  # not the main thread (main() called from a worker thread): leave SIGTERM alone
         previous = None
     try:
         handlers = {"train": _train, "tune": _tune, "eda": _eda, "export": _export, "predict": _predict,
-                    "serve": _serve, "embed": _embed}
+                    "serve": _serve, "embed": _embed, "evaluate": _evaluate, "compare": _compare}
         return handlers[args.command](args)
     except MtlError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -267,6 +311,33 @@ def _predict(args: argparse.Namespace) -> int:
         with tempfile.TemporaryDirectory(prefix="mtl-predict-") as tmp:
             return predict_command(export_run(model, tmp, "run"), args)
     return predict_command(model, args)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from mtl.evaluation import evaluate_file
+
+    out = Path(args.out or f"runs/evaluate-{Path(args.data).stem}")
+    result = evaluate_file(args.model, args.data, out)
+    print(f"evaluation: {result.out_dir / 'metrics.json'}")
+    for task, scores in result.metrics.items():
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in scores.items() if k != "n")
+        print(f"{task}: {shown} (n={scores['n']})")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from mtl.evaluation import compare_runs, format_comparison
+
+    text = format_comparison(compare_runs(args.runs, args.baseline), args.format)
+    if args.output:
+        try:
+            Path(args.output).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise MtlError(f"cannot write: {exc.strerror}", where=f"--output {args.output}") from None
+        print(f"comparison: {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
 
 
 def _embed(args: argparse.Namespace) -> int:

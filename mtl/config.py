@@ -1,7 +1,8 @@
 """The run configuration: a validated pydantic schema, YAML loading and ``--set`` overrides.
 
-Every key is documented in the README. Errors name the file and the key path, and an unknown key
-comes with the nearest valid one, e.g. ``my.yaml: tasks.income.tpye: unknown key (did you mean 'type'?)``.
+Every key is documented in docs/config-reference.md, generated from this schema (docs/gen_config_reference.py):
+a field's ``description`` is its meaning there. Errors name the file and the key path, and an unknown key comes
+with the nearest valid one, e.g. ``my.yaml: tasks.income.tpye: unknown key (did you mean 'type'?)``.
 Task types and feature kinds own their keys: ``tasks.<name>`` is the union of the registered types'
 ``config_class`` (``mtl.tasks``), ``data.features`` has one key per registered kind (``mtl.features``).
 A config file larger than ``MAX_CONFIG_BYTES`` or expanding (through YAML aliases) to more than
@@ -78,13 +79,19 @@ class SplitConfig(_Strict):
     test: float = Field(0.1, ge=0, lt=1)
     stratify: str | None = None
     column: str | None = Field(None, description="a column naming each row's split: train, val or test")
+    key: str | None = Field(None, description="a column whose stable hash decides each row's split (and which "
+                            "labels label_fraction keeps), the same in every run, worker and mode")
 
     @model_validator(mode="after")
     def _sums_to_one(self) -> SplitConfig:
         if self.column is not None:
             if self.stratify is not None:
                 raise ValueError("stratify does not apply when column gives each row's split")
+            if self.key is not None:
+                raise ValueError("key does not apply when column gives each row's split")
             return self
+        if self.key is not None and self.stratify is not None:
+            raise ValueError("stratify does not apply when the hash of key decides each row's split")
         total = self.train + self.val + self.test
         if not math.isclose(total, 1.0, abs_tol=1e-6):
             raise ValueError(
@@ -107,6 +114,13 @@ class DataConfig(_Strict):
     split: SplitConfig = SplitConfig()
     max_length: int = Field(256, ge=8, description="text: word pieces per window, [CLS] and [SEP] included")
     window: WindowConfig | None = None
+    max_tokens: int | None = Field(None, ge=1, description="categorical: keep at most this many values in each "
+                                   "vocabulary, the most frequent in the training split; the rest share the "
+                                   "out-of-vocabulary bucket")
+    streaming: bool = Field(False, description="read data.path (Parquet or CSV files) in record batches each epoch "
+                            "instead of holding the table in memory (docs/streaming.md)")
+    shuffle_buffer: int = Field(65536, ge=1, description="streaming: rows held to shuffle training rows (with the "
+                                "file order, shuffled each epoch)")
     non_finite: Literal["error", "missing"] = Field(
         "error", description="a non-finite number (inf) in a numeric or vector feature: an error naming its column "
         "and row, or read as missing")
@@ -114,7 +128,13 @@ class DataConfig(_Strict):
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:
         if (self.path is None) == (self.dataset is None):
-            raise ValueError("set exactly one of data.path (a CSV, Parquet or JSON Lines file) or data.dataset")
+            raise ValueError("set exactly one of data.path (a CSV, Parquet or JSON Lines file, a directory or a "
+                             "glob of them) or data.dataset")
+        if self.streaming and self.path is None:
+            raise ValueError("streaming reads data.path (Parquet or CSV files); a built-in dataset is read whole")
+        if self.streaming and self.split.stratify is not None:
+            raise ValueError("split.stratify needs the whole table; with streaming the split is a stable hash "
+                             "(split.key, or the file and row position)")
         if self.window is not None and self.window.stride > self.max_length - 2:
             raise ValueError(f"window.stride {self.window.stride} would skip word pieces: a window holds "
                              f"max_length - 2 = {self.max_length - 2}; use a stride no larger than that")
@@ -280,7 +300,8 @@ class TrainingConfig(_Strict):
     smote: SmoteConfig | None = None
     steps_per_execution: int = Field(16, ge=1)
     jit_compile: bool = False
-    verbose: Literal[0, 1, 2] = 2
+    verbose: Literal["auto", 0, 1, 2] = Field(
+        "auto", description="progress: 0 none, 1 a bar per epoch, 2 one line per epoch; auto: 1 on a terminal, else 2")
     weighting: WeightingConfig = WeightingConfig()
     mixed_precision: Literal["float32", "mixed_bfloat16", "mixed_float16"] = "float32"
     bucket_by_length: bool = Field(False, description="text: batch training rows of similar length together")
@@ -412,6 +433,9 @@ class Config(_Strict):
         self._check_features()
         self._check_parents()
         smote = self.training.smote
+        if smote is not None and self.data.streaming:
+            raise ValueError("training.smote: SMOTE resamples the whole training table in memory; it is not "
+                             "available with data.streaming")
         if smote is not None and smote.task not in classifiers:
             if smote.task in self.tasks:
                 kinds = " or ".join(name for name, cls in TASK_TYPES.items() if cls.classifier)
@@ -489,7 +513,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     if not isinstance(raw, dict):
         raise MtlError("the config must be a mapping of keys to values", where=str(path))
     raw = apply_overrides(raw, overrides or [])
-    return config_from_dict(raw, source=str(path))
+    return config_from_dict(raw, source=str(path), overrides=overrides)
 
 
 def read_yaml(text: str, where: str) -> Any:
@@ -561,18 +585,35 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return raw
 
 
-def config_from_dict(raw: dict, source: str = "config") -> Config:
-    """Validate a plain dict; the first error becomes one ``MtlError`` line naming the key path."""
+def config_from_dict(raw: dict, source: str = "config", overrides: list[str] | None = None) -> Config:
+    """Validate a plain dict; the first error becomes one ``MtlError`` line naming the key path, and the
+    ``--set KEY=VALUE`` override (of ``overrides``) that set that key rather than ``source`` when one did."""
     try:
         return Config.model_validate(raw)
     except ValidationError as exc:
-        raise MtlError(_describe(_most_telling(exc.errors()), raw), where=source) from None
+        error = _most_telling(exc.errors())
+        message = _describe(error, raw)
+        path = ".".join(str(p) for p in _clean_loc(error["loc"], raw)[1])
+        blamed = next((item for item in overrides or [] if _override_sets(item, path, message)), None)
+        raise MtlError(message, where=f"--set {blamed}" if blamed else source) from None
+
+
+def _override_sets(item: str, path: str, message: str) -> bool:
+    """Whether the override ``item`` (``key=value``) set the key an error is about (at, above or below ``path``,
+    or named in a cross-reference error's message)."""
+    key = item.partition("=")[0].strip()
+    if not key:
+        return False
+    if path:
+        return path == key or path.startswith(f"{key}.") or key.startswith(f"{path}.")
+    return message.startswith(f"{key}:") or f" {key}" in message or message.startswith(key)
 
 
 def _most_telling(errors: list[dict]) -> dict:
     """Of a union's errors, prefer the member the input was meant for (a mapping is not a number)."""
     for error in errors:
-        mismatch = isinstance(error.get("input"), dict) and error["type"].endswith(("_type", "_parsing"))
+        mismatch = isinstance(error.get("input"), dict) and (error["type"].endswith(("_type", "_parsing"))
+                                                             or error["type"].startswith("literal"))
         if not mismatch:
             return error
     return errors[0]
@@ -625,7 +666,9 @@ def _clean_loc(loc: tuple, raw: dict) -> tuple[tuple, list]:
             kept.append(part)
         elif isinstance(part, str) and (part in TASK_TYPE_NAMES or "[" in part
                                         or part in ("float", "int", "str", "bool", "WeightSchedule", "none",
-                                                    "LastLayers")):
+                                                    "LastLayers")
+                                        or part.startswith("constrained-")
+                                        or (part[:1].isupper() and part.isidentifier())):  # a model's class name
             continue  # a union member's name, not a key
         else:
             shown.append(part)

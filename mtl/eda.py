@@ -21,17 +21,24 @@ from mtl.features import FEATURE_KINDS, configured_columns
 from mtl.reporting import cell, figure, num, pct, save_figure
 from mtl.tasks import TASK_TYPES
 
-__all__ = ["write_eda_report"]
+__all__ = ["EDA_SAMPLE_ROWS", "write_eda_report"]
+
+EDA_SAMPLE_ROWS = 100_000  # with data.streaming, the report describes a sample of about this many rows
 
 
 def write_eda_report(config: Any, out_dir: str | Path, frame: pd.DataFrame | None = None, source: str = "") -> Path:
     """Write ``out_dir/eda.md`` and ``out_dir/plots/*.png``; return the path of ``eda.md``.
 
-    ``frame`` defaults to the table the config names (``data.path`` or ``data.dataset``). Each task type and
+    ``frame`` defaults to the table the config names (``data.path`` or ``data.dataset``; with ``data.streaming``, a
+    stable sample of about ``EDA_SAMPLE_ROWS`` of its rows). Each task type and
     feature kind writes its own section (``eda_section`` hooks). Raises ``MtlError`` naming the first configured
     column the table lacks.
     """
-    if frame is None:
+    if frame is None and config.data.streaming:  # data larger than memory: a stable sample of its rows
+        from mtl.data import sample_table
+
+        frame, source = sample_table(config.data.path, EDA_SAMPLE_ROWS)
+    elif frame is None:
         from mtl.data import read_table
 
         frame, source = read_table(path=config.data.path, dataset=config.data.dataset)

@@ -187,6 +187,13 @@ def _trial_config(raw: dict, values: dict[str, Any], source: str) -> Config:
     """The config with ``values`` set as ``--set key=value`` would, without the tune section."""
     resolved = apply_overrides(raw, [f"{key}={_yaml_text(value)}" for key, value in values.items()])
     resolved.pop("tune", None)
+    weighting = (resolved.get("training") or {}).get("weighting", "fixed")
+    name = weighting.get("name", "fixed") if isinstance(weighting, dict) else weighting
+    if name != "fixed" and any(k.startswith("training.weighting") for k in values):
+        # task weights are the fixed strategy's parameters: a trial of another strategy sets the weights itself
+        for task in (resolved.get("tasks") or {}).values():
+            if isinstance(task, dict) and "weight" not in [k.split(".")[-1] for k in values]:
+                task.pop("weight", None)
     return config_from_dict(resolved, source)
 
 
@@ -271,7 +278,8 @@ def _run_trials(study: optuna.Study, dimensions: list[_Dimension], raw: dict, so
             params = {d.key: d.suggest(trial) for d in dimensions}
             config = _trial_config(raw, params, f"{source}: trial {trial.number}")
             config.output.export = None  # trials do not export; best_config.yaml keeps output.export
-            log.info("trial %d: %s", trial.number, ", ".join(f"{k}={_yaml_text(v)}" for k, v in params.items()))
+            log.info("trial %d of %d (number %d): %s", len(_finished(study)) + 1, trials, trial.number,
+                     ", ".join(f"{k}={_yaml_text(v)}" for k, v in params.items()))
             train(config, run_dir)
             value = _read_objective(run_dir, *objective)
         except MtlError as exc:

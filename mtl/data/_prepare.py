@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import pandas as pd
@@ -67,6 +67,8 @@ class SplitData:
 class PreparedData:
     """The three splits and the input features, fitted on the training split (``features[column]``)."""
 
+    streaming: ClassVar[bool] = False  # held in memory (``mtl.data.StreamingData`` reads its splits each epoch)
+
     train: SplitData
     val: SplitData
     test: SplitData
@@ -90,6 +92,8 @@ def check_columns(frame: pd.DataFrame, config: Any, source: str) -> None:
     wanted = [(c, f"data.features.{kind}") for kind, c in configured_columns(config.data.features)]
     if config.data.split.column is not None:
         wanted.append((config.data.split.column, "data.split.column"))
+    if config.data.split.key is not None:
+        wanted.append((config.data.split.key, "data.split.key"))
     wanted += [(t.column, f"tasks.{name}.column") for name, t in config.tasks.items()]
     columns = list(frame.columns)
     for column, key in wanted:
@@ -149,8 +153,14 @@ def prepare(frame: pd.DataFrame, config: Any, tasks: dict[str, LabelCodec], sour
         )
 
     train = splits["train"]
+    key = config.data.split.key
     for name, cfg in config.tasks.items():
-        if cfg.label_fraction < 1.0:
+        if cfg.label_fraction < 1.0 and key is not None:  # the same rule as streaming: a hash of the key
+            from mtl.data._streaming import key_hash, label_kept
+
+            drop = ~label_kept(key_hash(frame[key].iloc[parts["train"]]), name, cfg.label_fraction, seed)
+            train.weights[name][drop], train.labels[name][drop] = 0.0, 0
+        elif cfg.label_fraction < 1.0:
             _keep_fraction(train, name, cfg.label_fraction, seed)
     if config.training.smote is not None:
         from mtl.data._resample import smote_resample
@@ -212,12 +222,20 @@ def _split_rows(frame: pd.DataFrame, config: Any, tasks: dict[str, LabelCodec],
     split = config.data.split
     if split.column is not None:
         return _split_by_column(frame[split.column], split.column)
+    if split.key is not None:  # a stable hash of the key, as data.streaming splits (mtl.data._streaming)
+        from mtl.data._streaming import SPLIT_CODES, hash_split, key_hash
+
+        codes = hash_split(key_hash(frame[split.key]), split)
+        if not (codes == 0).any():
+            raise MtlError("the training split is empty", where="data.split")
+        return {name: np.flatnonzero(codes == code) for name, code in SPLIT_CODES.items()}
     positions = np.arange(len(frame))
     strata = None
     if split.stratify is not None:
         task = tasks[split.stratify]
         strata = np.where(present[split.stratify], frame[task.column].astype(str).to_numpy(), "<missing>")
     held = split.val + split.test
+    warned: list[bool] = []
 
     def cut(idx: np.ndarray, size: float, labels: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         if size <= 0:
@@ -227,7 +245,9 @@ def _split_rows(frame: pd.DataFrame, config: Any, tasks: dict[str, LabelCodec],
         except ValueError as exc:
             if labels is None:
                 raise MtlError(f"cannot split {len(idx)} rows: {exc}", where="data.split") from None
-            log.warning("stratified split not possible (%s); splitting at random", exc)
+            if not warned:  # the second cut (val/test) would fail for the same reason: say it once
+                log.warning("stratified split not possible (%s); splitting at random", exc)
+                warned.append(True)
             return train_test_split(idx, test_size=size, random_state=config.seed)
 
     train, rest = cut(positions, held, strata)
@@ -242,7 +262,7 @@ def _split_rows(frame: pd.DataFrame, config: Any, tasks: dict[str, LabelCodec],
     return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
 
 
-def _split_by_column(values: pd.Series, column: str) -> dict[str, np.ndarray]:
+def _split_by_column(values: pd.Series, column: str, require_train: bool = True) -> dict[str, np.ndarray]:
     names = values.astype("string").str.strip().str.lower().fillna("")
     aliases = {"train": "train", "val": "val", "valid": "val", "validation": "val", "dev": "val", "test": "test"}
     unknown = ~names.isin(list(aliases))
@@ -252,7 +272,7 @@ def _split_by_column(values: pd.Series, column: str) -> dict[str, np.ndarray]:
                        "(train, val or test)", where="data.split.column")
     names = names.map(aliases).to_numpy()
     parts = {name: np.flatnonzero(names == name) for name in ("train", "val", "test")}
-    if len(parts["train"]) == 0:
+    if require_train and len(parts["train"]) == 0:
         raise MtlError(f"no row of column {column!r} says train", where="data.split.column")
     return parts
 
@@ -269,3 +289,37 @@ def _keep_fraction(train: SplitData, task: str, fraction: float, seed: int) -> N
     train.weights[task][drop] = 0.0
     train.labels[task][drop] = 0
     log.info("label_fraction: kept %s labels on %d of %d training rows", task, n_keep, len(labelled))
+
+
+def prepare_labelled(frame: pd.DataFrame, features: dict[str, Feature], tasks: dict[str, LabelCodec],
+                     source: str = "data") -> SplitData:
+    """One labelled table as a split, for fitted ``features`` and ``tasks`` (a trained model's): every feature
+    column parsed by its kind's parser and every label encoded by its task, as ``prepare`` does for the test split
+    (rows without text are dropped; a task whose column is absent is left unlabelled, logged)."""
+    missing = [c for c in features if c not in frame.columns]
+    if missing:
+        hint = difflib.get_close_matches(missing[0], [str(c) for c in frame.columns], n=1)
+        tail = f" (did you mean {hint[0]!r}?)" if hint else ""
+        raise MtlError(f"input column(s) {missing} not found{tail}; the model takes {list(features)}", where=source)
+    labelled = [t for t in tasks.values() if t.column in frame.columns]
+    if not labelled:
+        raise MtlError(f"no label column of the model's tasks ({', '.join(t.column for t in tasks.values())}) is "
+                       "in the data", where=source)
+    for task in tasks.values():
+        if task not in labelled:
+            log.info("%s: column %r is not in %s; the task is not scored", task.name, task.column, source)
+    parsed = {c: f.parse(frame[c].to_numpy(), where=f"data.features.{f.kind} ({source})") for c, f in features.items()}
+    words = next((c for c, f in features.items() if f.provides_words), None)
+    if words is not None:
+        keep = _rows_with_text(frame, words, source)
+        frame, parsed = frame[keep], {c: v[keep] for c, v in parsed.items()}
+    for task in labelled:
+        task.check_rows(frame, words)
+    labels, weights = {}, {}
+    for name, task in tasks.items():
+        if task in labelled:
+            y, present = task.encode(frame[task.column])
+        else:
+            y, present = task.encode(pd.Series([None] * len(frame), index=frame.index, dtype=object))
+        labels[name], weights[name] = y, present.astype("float32")
+    return SplitData(parsed, labels, weights, frame.index.to_numpy())

@@ -148,6 +148,27 @@ DATASETS: dict[str, Callable[[], pd.DataFrame]] = {
 }
 
 
+def is_multi_path(path: str) -> bool:
+    """``data.path`` names several files: a directory, or a glob pattern."""
+    from mtl.data._streaming import is_multi_path as multi
+
+    return multi(path)
+
+
+def _read_files(path: str) -> pd.DataFrame:
+    """The Parquet or CSV files of a directory or glob, checked to share their columns, concatenated in sorted
+    file order (the row numbers streaming gives them)."""
+    from mtl.data._streaming import data_files, shard_schema
+
+    files = data_files(path)
+    shard_schema(files, [], None)
+    frames = []
+    for file in files:
+        frame, _ = read_table(str(file))
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
 def read_table(path: str | None = None, dataset: str | None = None) -> tuple[pd.DataFrame, str]:
     """Return ``(frame, source)`` where ``source`` names the data in messages; rows keep a 0-based
     ``RangeIndex`` so errors can point at them."""
@@ -156,6 +177,8 @@ def read_table(path: str | None = None, dataset: str | None = None) -> tuple[pd.
             raise MtlError(f"unknown dataset {dataset!r}; built-in datasets: {', '.join(DATASETS)}",
                            where="data.dataset")
         frame, source = DATASETS[dataset](), f"dataset {dataset!r}"
+    elif is_multi_path(str(path)):
+        frame, source = _read_files(str(path)), str(path)
     else:
         file = Path(path)
         source = str(file)

@@ -10,12 +10,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from mtl.data import SplitData  # noqa: E402
 from mtl.tasks import Task  # noqa: E402
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:
+    for ax in fig.axes:  # every plot here is by epoch: whole-number ticks
+        if ax.get_xlabel() == "epoch":
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -27,14 +28,41 @@ def predict(model: Any, split: SplitData, batch_size: int = 1024) -> dict[str, n
     return {name: _concatenate(parts) for name, parts in batches.items()}
 
 
-def evaluate(model: Any, tasks: dict[str, Task], splits: dict[str, SplitData],
-             batch_size: int = 1024) -> tuple[dict, dict[str, dict[str, np.ndarray]]]:
-    """``({split: evaluate_split(...)}, {split: hierarchy-decoded predictions})`` for each named split."""
-    metrics, decoded = {}, {}
+def predict_streamed(model: Any, chunks: Iterable[Any], batch_size: int = 1024,
+                     ) -> tuple[SplitData, dict[str, np.ndarray]]:
+    """The model's raw outputs on a streamed split (``mtl.data.StreamingSplit.chunks``), and the split's targets,
+    weights and row numbers as a ``SplitData`` without features: what ``evaluate`` and the plots read, held for
+    the held-out rows only (a few numbers a row), never their features."""
+    from mtl.model._multitask import _concatenate
+
+    labels: dict[str, list] = {}
+    weights: dict[str, list] = {}
+    rows, outputs = [], {name: [] for name in model.output}
+    for chunk in chunks:
+        for name, value in predict(model, SplitData(chunk.features, {}, {}, chunk.rows), batch_size).items():
+            outputs[name].append(np.asarray(value))
+        for name in chunk.labels:
+            labels.setdefault(name, []).append(chunk.labels[name])
+            weights.setdefault(name, []).append(chunk.weights[name])
+        rows.append(chunk.rows)
+    if not rows:
+        empty = predict(model, SplitData({}, {}, {}, np.zeros(0, "int64")), batch_size)
+        return SplitData({}, {}, {}, np.zeros(0, "int64")), empty
+    split = SplitData({}, {k: _concatenate(v) for k, v in labels.items()},
+                      {k: np.concatenate(v) for k, v in weights.items()}, np.concatenate(rows))
+    return split, {name: _concatenate(parts) for name, parts in outputs.items()}
+
+
+def evaluate(model: Any, tasks: dict[str, Task], splits: dict[str, SplitData], batch_size: int = 1024,
+             predictions: dict[str, dict[str, np.ndarray]] | None = None,
+             ) -> tuple[dict, dict[str, dict[str, np.ndarray]]]:
+    """``({split: evaluate_split(...)}, {split: hierarchy-decoded predictions})`` for each named split;
+    ``predictions`` (raw outputs per split, e.g. from ``predict_streamed``) spares predicting again."""
+    metrics, decoded, given = {}, {}, predictions or {}
     for name, split in splits.items():
-        predictions = predict(model, split, batch_size)
-        metrics[name] = evaluate_split(tasks, split, predictions)
-        decoded[name] = {k: np.asarray(v) for k, v in decode_hierarchy(tasks, predictions).items()}
+        outputs = given[name] if name in given else predict(model, split, batch_size)
+        metrics[name] = evaluate_split(tasks, split, outputs)
+        decoded[name] = {k: np.asarray(v) for k, v in decode_hierarchy(tasks, outputs).items()}
     return metrics, decoded
 
 
@@ -58,3 +86,16 @@ def evaluate_split(tasks: dict[str, Task], split: SplitData, predictions: dict[s
                                                     np.asarray(predictions[name]))
         report[name] = {**scores, "n": int(rows.sum())}
     return report
+
+
+def choose_on_validation(tasks: dict[str, Task], split: SplitData, predictions: dict[str, np.ndarray]) -> dict:
+    """Let each task choose what it decides after training (``Task.choose_on_validation``, e.g. a binary task's
+    threshold) on the labelled rows of ``split`` (the validation split); ``{task: what was chosen}``."""
+    decoded = decode_hierarchy(tasks, predictions)
+    chosen = {}
+    for name, task in tasks.items():
+        rows = split.labelled(name)
+        choice = task.choose_on_validation(split.labels[name][rows], np.asarray(decoded[name])[rows])
+        if choice:
+            chosen[name] = choice
+    return chosen

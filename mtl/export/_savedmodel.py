@@ -8,15 +8,19 @@ Why a temporary folder and a rename: a server polling ``base_path/name`` must ne
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import re
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from mtl._locks import export_lock
+from mtl._progress import stage
 from mtl.errors import MtlError
 
 METADATA_FILE = "mtl_metadata.json"
@@ -39,11 +43,15 @@ def _is_version(name: str) -> bool:
 
 def metadata_of(model: Any) -> dict:
     """The export metadata of a ``MultiTaskModel``: its features (each feature's config: column, signature input
-    name, kind and fitted state) and tasks (each task type's ``export_metadata``), read by attribute."""
+    name, kind and fitted state) and tasks (each task type's ``export_metadata`` and its fitted config), read by
+    attribute."""
     return {
         "features": [feature.get_config() for feature in model.features.values()],
         "input_names": {feature.column: feature.input_name for feature in model.features.values()},
         "tasks": {name: task.export_metadata() for name, task in model.tasks.items()},
+        # each task's fitted config (label column, metrics, classes, threshold, ...): what ``mtl evaluate`` of an
+        # export scores with, and the label columns ``mtl predict`` recognises
+        "task_configs": {name: task.get_config() for name, task in model.tasks.items()},
     }
 
 
@@ -82,6 +90,21 @@ def _serving_module(model: Any) -> Any:
     return module
 
 
+@contextlib.contextmanager
+def _quiet_tensorflow_logger() -> Iterator[None]:
+    """Hold back TensorFlow's Python-logger lines below ERROR: saving logs internal tensor renamings and the
+    temporary folder's name, which mean nothing to a user and name a folder that is renamed right after."""
+    loggers = [logging.getLogger(name) for name in ("tensorflow", "absl")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
 def export_model(model: Any, base_path: str | Path, name: str, version: int | None = None,
                  source: str | None = None) -> Path:
     """Export a trained ``MultiTaskModel`` to ``base_path/name/<version>``; returns the version folder."""
@@ -91,7 +114,8 @@ def export_model(model: Any, base_path: str | Path, name: str, version: int | No
         raise MtlError(f"the version must be a positive integer, not {version}", where="--version")
     model_dir = Path(base_path) / name
     model_dir.mkdir(parents=True, exist_ok=True)
-    with export_lock(model_dir):  # one export of a base at a time; dead exports' .tmp-* folders are removed
+    # one export of a base at a time; dead exports' .tmp-* folders are removed
+    with export_lock(model_dir), stage(f"exporting to {model_dir}"):
         return _export_version(model, model_dir, name, version, source)
 
 
@@ -117,7 +141,8 @@ def _export_version(model: Any, model_dir: Path, name: str, version: int | None,
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         module = _serving_module(model)
-        tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.serve})
+        with _quiet_tensorflow_logger():  # "... will be renamed ...", "Assets written to: <temporary folder>"
+            tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.serve})
         (tmp / "assets").mkdir(exist_ok=True)
         (tmp / "assets" / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
         os.rename(tmp, final)

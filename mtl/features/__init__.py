@@ -2,7 +2,7 @@
 
 ``FEATURE_KINDS`` maps a ``data.features`` key to its class. Generic code asks a kind or a feature through the hooks
 of ``Feature`` (parse, fit, graph, metadata, app widget, EDA section) and never names a kind. To add a kind, write
-one module with a ``Feature`` subclass, register it here, and call ``mtl.testing.check_feature_kind`` in a test.
+one module with a ``Feature`` subclass, register it here, and call ``mtl.testing.run_parity_test`` in a test.
 
 >>> from mtl.features import FEATURE_KINDS
 >>> sorted(FEATURE_KINDS)

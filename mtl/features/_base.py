@@ -67,6 +67,17 @@ class Feature:
         """Learn from the parsed training values (statistics, vocabulary, width)."""
         return self
 
+    def fit_partial(self, values: np.ndarray) -> None:
+        """Streaming fit (``data.streaming``): learn from one batch of parsed training values; ``finish_fit`` ends.
+        The default keeps the batches and calls ``fit`` on all of them at the end, so a kind whose state is bounded
+        (statistics, counts) overrides both to keep memory flat."""
+        self._streamed_batches = [*getattr(self, "_streamed_batches", []), values]
+
+    def finish_fit(self) -> Feature:
+        """End a streaming fit: the same fitted state ``fit`` gives on all the batches together."""
+        batches = self.__dict__.pop("_streamed_batches", [])
+        return self.fit(np.concatenate(batches) if batches else np.empty(0))
+
     def unseen_count(self, values: np.ndarray) -> int:
         """How many parsed values the model has not seen in training (out of vocabulary)."""
         return 0

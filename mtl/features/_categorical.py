@@ -35,6 +35,17 @@ class CategoricalFeature(Feature):
                                   "vocabulary comes from the training split, with one out-of-vocabulary bucket, "
                                   "then an embedding")
 
+    def __init__(self, column: str, input_name: str | None = None, max_tokens: int | None = None) -> None:
+        super().__init__(column, input_name)
+        self.max_tokens = max_tokens
+
+    @classmethod
+    def from_data_config(cls, column: str, input_name: str, data_config: Any) -> CategoricalFeature:
+        return cls(column, input_name, max_tokens=data_config.max_tokens)
+
+    def params(self) -> dict:
+        return {"max_tokens": self.max_tokens}
+
     @classmethod
     def check_config(cls, config: Any, used: bool) -> None:
         if used and config.training.jit_compile:
@@ -45,14 +56,29 @@ class CategoricalFeature(Feature):
         return np.asarray(cells(values, self.column, where, category_text, first_row), dtype=object).reshape(-1)
 
     def fit(self, values: np.ndarray) -> CategoricalFeature:
-        counts = Counter(values.tolist())
-        self.vocabulary_ = sorted(counts)
-        self.most_frequent_ = max(sorted(counts), key=counts.__getitem__) if counts else ""
+        return self._fit_counts(Counter(values.tolist()))
+
+    def fit_partial(self, values: np.ndarray) -> None:
+        """Count one batch's values: memory grows with the distinct values, not with the rows."""
+        if not hasattr(self, "_counts"):
+            self._counts: Counter = Counter()
+        self._counts.update(values.tolist())
+
+    def finish_fit(self) -> CategoricalFeature:
+        return self._fit_counts(self.__dict__.pop("_counts", Counter()))
+
+    def _fit_counts(self, counts: Counter) -> CategoricalFeature:
+        """The vocabulary: every value seen, or with ``max_tokens`` the most frequent ones (ties: the smaller
+        value first); values left out share the out-of-vocabulary bucket."""
+        kept = sorted(counts) if self.max_tokens is None else sorted(
+            sorted(counts, key=lambda v: (-counts[v], v))[:self.max_tokens])
+        self.vocabulary_ = kept
+        self.most_frequent_ = max(kept, key=counts.__getitem__) if kept else ""
         return self
 
     def unseen_count(self, values: np.ndarray) -> int:
         known = set(self.vocabulary_)
-        return sum(v not in known for v in values.tolist())
+        return len(values) - sum(map(known.__contains__, values.tolist()))
 
     @classmethod
     def build_group(cls, features: list[Feature], inputs: dict[str, Any], model_config: Any) -> Encoded:

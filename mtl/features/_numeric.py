@@ -16,6 +16,20 @@ from mtl.features._values import cells, number_value
 __all__ = ["NumericFeature"]
 
 
+def _plain_numbers(values: Sequence) -> np.ndarray:
+    """A list of plain Python ``float``/``int`` (a JSON column) as one float64 array, parsed without a per-cell
+    call; anything else (texts, ``None``, booleans, an integer beyond a double) as an empty object array, which
+    sends the values through ``number_value`` cell by cell."""
+    if isinstance(values, list) and values and all(type(v) is float or type(v) is int for v in values):
+        try:
+            array = np.asarray(values, dtype="float64")
+        except OverflowError:
+            return np.empty(0, object)
+        if not np.isinf(array).any():  # a non-finite cell gets its own message (with its row) from number_value
+            return array
+    return np.empty(0, object)
+
+
 class NumericFeature(Feature):
     """A float32 column; ``mean_`` and ``std_`` come from the training split's finite values."""
 
@@ -40,7 +54,7 @@ class NumericFeature(Feature):
         return cls(name) if dtype == "float32" and shape == () else None
 
     def parse(self, values: Sequence | np.ndarray, where: str | None = None, first_row: int = 1) -> np.ndarray:
-        array = values if isinstance(values, np.ndarray) else np.empty(0, object)
+        array = values if isinstance(values, np.ndarray) else _plain_numbers(values)
         if array.dtype.kind == "f" and array.ndim == 1:  # already numbers (Parquet, JSON): only check finiteness
             if not np.isinf(array).any() or self.non_finite == "missing":
                 return np.where(np.isinf(array), np.nan, array).astype("float32")
@@ -53,6 +67,22 @@ class NumericFeature(Feature):
         finite = values[np.isfinite(values)].astype("float64")
         self.mean_ = float(finite.mean()) if len(finite) else 0.0
         std = float(finite.std()) if len(finite) > 1 else 1.0
+        self.std_ = std if std > 0 else 1.0
+        return self
+
+    def fit_partial(self, values: np.ndarray) -> None:
+        """Merge one batch into exact running statistics (``mtl._moments``): memory does not grow with the rows."""
+        if not hasattr(self, "_moments"):
+            from mtl._moments import RunningMoments
+
+            self._moments = RunningMoments()
+        self._moments.update(values)
+
+    def finish_fit(self) -> NumericFeature:
+        moments = self.__dict__.pop("_moments", None)
+        count = float(moments.count) if moments is not None else 0.0
+        self.mean_ = float(moments.mean) if count else 0.0
+        std = float(np.sqrt(moments.variance())) if count > 1 else 1.0
         self.std_ = std if std > 0 else 1.0
         return self
 

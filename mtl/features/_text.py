@@ -108,7 +108,8 @@ class TextFeature(Feature):
 
     @classmethod
     def eda_section(cls, frame: Any, columns: list[str], plots: Path) -> list[str]:
-        """How many rows have text, and how long the texts are in white-space words."""
+        """How many rows have text, and how long the texts are in white-space words (a lower bound on their word
+        pieces, what ``data.max_length`` counts: every word is one piece or more)."""
         from mtl.data._text import split_words
         from mtl.reporting import histograms, stats_table
 
@@ -117,6 +118,9 @@ class TextFeature(Feature):
         absent = values.map(is_missing).to_numpy(dtype=bool)
         words = values[~absent].map(lambda t: len(split_words(str(t))))
         lines = [f"## Text feature `{column}`", "", f"- rows without text: {int(absent.sum()):,} of {len(values):,} "
-                 "(dropped before training)", "", *stats_table({f"{column} (words)": words})]
+                 "(dropped before training)",
+                 "- lengths below are in white-space words; `data.max_length` counts word pieces ([CLS] and [SEP] "
+                 "included), and a word is one word piece or more, so a text of more than max_length - 2 words is "
+                 "always cut (or windowed)", "", *stats_table({f"{column} (words)": words})]
         histograms({f"{column} (words)": words}, plots / "text_lengths.png")
         return [*lines, "", "![text lengths](plots/text_lengths.png)", ""]

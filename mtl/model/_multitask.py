@@ -247,6 +247,12 @@ class MultiTaskModel(keras.Model):
                 parts[name].append(np.asarray(outputs[name]))
         return {name: _concatenate(values) for name, values in parts.items()}
 
+    def set_tasks(self, tasks: dict[str, Task]) -> None:
+        """Take the fitted state of ``tasks`` (e.g. a threshold chosen on validation after training), so that
+        ``model.keras`` and exports carry it."""
+        self.task_configs = [tasks[c["name"]].get_config() for c in self.task_configs]
+        self.tasks = {c["name"]: task_from_config(c) for c in self.task_configs}
+
     def get_config(self) -> dict:
         return {**super().get_config(), "tasks": self.task_configs, "features": self.feature_configs,
                 "weighting": self.weighting_config}

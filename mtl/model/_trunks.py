@@ -17,6 +17,7 @@ gradient norms on), as LibMTL's architectures declare their shared parameters.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -91,4 +92,10 @@ TRUNKS: dict[str, Callable[[Any, Any, list[str]], Trunk]] = {
 def build_trunk(x: Any, config: Any, task_names: list[str]) -> Trunk:
     if config.type not in TRUNKS:
         raise MtlError(f"unknown trunk {config.type!r}; valid: {', '.join(TRUNKS)}", where="model.trunk.type")
+    fields = getattr(type(config), "model_fields", {})
+    if config.type != "shared_bottom" and "units" in fields and config.units != fields["units"].get_default(
+            call_default_factory=True):
+        logging.getLogger("mtl").warning(
+            "model.trunk.units %s is ignored by a %s trunk: its experts' layers are model.trunk.expert_units (%s)",
+            list(config.units), config.type, list(config.expert_units))
     return TRUNKS[config.type](x, config, task_names)

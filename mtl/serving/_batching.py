@@ -75,8 +75,8 @@ def read_batching_parameters(path: str | Path | None) -> BatchingParameters:
 log = logging.getLogger("mtl.serve")
 
 
-@dataclass
-class _Task:
+@dataclass(eq=False)  # compared by identity: ``deque.remove`` must never compare two requests' arrays (a
+class _Task:          # multi-row array's truth value raises, which lost the batch's first request)
     model: LoadedModel
     tensors: dict[str, np.ndarray]
     rows: int

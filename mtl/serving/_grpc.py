@@ -8,12 +8,14 @@ as TF Serving reads them, and errors carry TF Serving's status codes (``INVALID_
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
 import numpy as np
+from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow.core.protobuf import error_codes_pb2
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
@@ -54,11 +56,52 @@ def _abort(context: grpc.ServicerContext, outcome: RequestOutcome, exc: Exceptio
     context.abort(grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__}); see the server log")
 
 
-def _peer(context: grpc.ServicerContext) -> str:
+def _peer(context: grpc.ServicerContext, metrics: Metrics) -> str:
+    """The client's address for the access log (not asked of gRPC when the log is off)."""
+    if not metrics.access_log:
+        return ""
     try:
         return context.peer()
     except Exception:  # a context without a peer (cancelled)
         return "-"
+
+
+def to_ndarray(proto: tensor_pb2.TensorProto) -> np.ndarray:
+    """A request's ``TensorProto`` as an array, as ``tf.make_ndarray`` reads it.
+
+    The two kinds every mtl signature takes, float32 (``tensor_content`` or ``float_val``) and strings
+    (``string_val``), with one value per element, are read here directly (about 5x faster than
+    ``tf.make_ndarray``, which matters for a 13-input single-row request); anything else goes to ``tf.make_ndarray``."""
+    dims = proto.tensor_shape.dim
+    if not proto.tensor_shape.unknown_rank and all(d.size >= 0 for d in dims):
+        shape = [d.size for d in dims]
+        size = math.prod(shape)
+        if proto.dtype == types_pb2.DT_FLOAT:
+            if proto.tensor_content and len(proto.tensor_content) == 4 * size:
+                return np.frombuffer(proto.tensor_content, dtype=np.float32).reshape(shape).copy()
+            if not proto.tensor_content and len(proto.float_val) == size and size:
+                return np.array(list(proto.float_val), dtype=np.float32).reshape(shape)
+        elif proto.dtype == types_pb2.DT_STRING and len(proto.string_val) == size and size:
+            array = np.empty(size, dtype=object)
+            array[:] = list(proto.string_val)
+            return array.reshape(shape)
+    import tensorflow as tf
+
+    return tf.make_ndarray(proto)
+
+
+def to_tensor_proto(array: np.ndarray) -> tensor_pb2.TensorProto:
+    """An output array as a ``TensorProto``: float32 directly as ``tensor_content`` (what ``tf.make_tensor_proto``
+    writes, without its per-call overhead), anything else through ``tf.make_tensor_proto``."""
+    if array.dtype == np.float32:
+        proto = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, tensor_content=np.ascontiguousarray(array).tobytes())
+        proto.tensor_shape.SetInParent()
+        for size in array.shape:
+            proto.tensor_shape.dim.add(size=size)
+        return proto
+    import tensorflow as tf
+
+    return tf.make_tensor_proto(array)
 
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
@@ -71,9 +114,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         self.metrics = metrics or Metrics(access_log=False)
 
     def Predict(self, request: predict_pb2.PredictRequest, context: grpc.ServicerContext) -> Any:  # noqa: N802
-        import tensorflow as tf
-
-        with self.metrics.track("grpc", "predict", _peer(context)) as outcome:
+        with self.metrics.track("grpc", "predict", _peer(context, self.metrics)) as outcome:
             try:
                 name, version, label = _model_request(request)
                 outcome.model = name
@@ -93,7 +134,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                 columns: dict[str, np.ndarray] = {}
                 for alias, proto in request.inputs.items():
                     try:
-                        columns[alias] = tf.make_ndarray(proto)
+                        columns[alias] = to_ndarray(proto)
                     except Exception:  # a TensorProto whose content does not match its dtype and shape
                         raise ServingError("INVALID_ARGUMENT", f"tensor parsing error: {alias}") from None
                 outputs = self.run(model, prepare(model, columns, "request"))
@@ -102,14 +143,14 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                 response.model_spec.version.value = number
                 response.model_spec.signature_name = signature_name
                 for alias in wanted:
-                    response.outputs[alias].CopyFrom(tf.make_tensor_proto(outputs[alias]))
+                    response.outputs[alias].CopyFrom(to_tensor_proto(outputs[alias]))
                 return response
             except Exception as exc:  # every failure becomes a status code, never a dropped connection
                 _abort(context, outcome, exc)
 
     def GetModelMetadata(self, request: get_model_metadata_pb2.GetModelMetadataRequest,  # noqa: N802
                          context: grpc.ServicerContext) -> Any:
-        with self.metrics.track("grpc", "metadata", _peer(context)) as outcome:
+        with self.metrics.track("grpc", "metadata", _peer(context, self.metrics)) as outcome:
             try:
                 name, version, label = _model_request(request)
                 outcome.model = name
@@ -142,7 +183,7 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
 
     def GetModelStatus(self, request: get_model_status_pb2.GetModelStatusRequest,  # noqa: N802
                        context: grpc.ServicerContext) -> Any:
-        with self.metrics.track("grpc", "status", _peer(context)) as outcome:
+        with self.metrics.track("grpc", "status", _peer(context, self.metrics)) as outcome:
             try:
                 name, version, label = _model_request(request)
                 outcome.model = name
@@ -188,4 +229,4 @@ def start_grpc_server(registry: ModelRegistry, host: str, port: int, run: Runner
     return server, bound
 
 
-__all__ = ["ModelService", "PredictionService", "start_grpc_server"]
+__all__ = ["ModelService", "PredictionService", "start_grpc_server", "to_ndarray", "to_tensor_proto"]

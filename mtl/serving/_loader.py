@@ -19,6 +19,7 @@ from mtl.export._savedmodel import METADATA_FILE
 from mtl.features import Feature, feature_from_config, features_from_signature
 
 SIGNATURE = "serving_default"
+_SEQUENCE_TYPES = frozenset({list, tuple, np.ndarray})
 
 
 def version_number(name: str) -> int | None:
@@ -118,8 +119,9 @@ class LoadedModel:
         out, length = {}, None
         for feature in self.features.values():  # in the model's order: every path reports the same first bad cell
             cells = _cells(given[feature.column])
-            if not feature.input_shape() and not isinstance(cells, np.ndarray):  # a scalar per row may come as a
-                # one-element list (shape [1], as TF Serving's REST API allows)
+            if not feature.input_shape() and not isinstance(cells, np.ndarray) and \
+                    not _SEQUENCE_TYPES.isdisjoint(map(type, cells)):  # a scalar per row may come as a one-element
+                # list (shape [1], as TF Serving's REST API allows)
                 cells = [c[0] if isinstance(c, list | tuple | np.ndarray) and len(c) == 1 else c for c in cells]
             parsed = feature.parse(cells, where=where, first_row=first_row)
             if length is not None and len(parsed) != length:

@@ -51,9 +51,46 @@ def read_rows(input_path: str | None, row: str | None) -> tuple[Any, str]:
     return frame, where
 
 
+def parse_thresholds(items: list[str], tasks: dict[str, dict]) -> dict[str, float]:
+    """``--threshold TASK=VALUE`` items as ``{task: value}``; only a task whose export metadata has a threshold
+    takes one."""
+    thresholds = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        where = f"--threshold {item}"
+        if not sep or name not in tasks:
+            raise MtlError(f"expected TASK=VALUE with TASK one of {list(tasks)}", where=where)
+        if "threshold" not in tasks[name]:
+            raise MtlError(f"task {name!r} ({tasks[name].get('type')}) has no threshold", where=where)
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not 0 < value < 1:
+            raise MtlError(f"{text!r} is not a probability between 0 and 1", where=where)
+        thresholds[name] = value
+    return thresholds
+
+
+def split_passthrough(frame: Any, model: Any, keep: list[str], where: str) -> tuple[Any, Any]:
+    """``(model inputs, kept columns)``: the ``--keep`` columns are set aside for the output, and label columns of
+    the model's tasks (``task_configs`` of the export metadata) are left out of the inputs with a note."""
+    absent = [c for c in keep if c not in frame.columns]
+    if absent:
+        raise MtlError(f"column(s) {absent} not in the rows; columns: {list(frame.columns)[:20]}", where="--keep")
+    kept = frame[list(dict.fromkeys(keep))].copy()
+    labels = {c.get("column") for c in model.metadata.get("task_configs", {}).values()}
+    label_columns = [c for c in frame.columns if c in labels and c not in model.features]
+    if label_columns:
+        print(f"note: {where}: label column(s) {label_columns} are not inputs of the model; left out", file=sys.stderr)
+    drop = [c for c in frame.columns if c not in model.features and (c in label_columns or c in kept.columns)]
+    return frame.drop(columns=drop), kept
+
+
 def predict_command(model_path: str | Path, args: argparse.Namespace) -> int:
     """Predict and print (or write, atomically) each task's columns as its type decodes them; values not seen in
-    training are counted and reported on stderr.
+    training are counted and reported on stderr. ``--keep`` columns come first, unchanged; label columns the
+    model knows are ignored (a note); ``--threshold TASK=VALUE`` overrides a task's threshold.
 
     A task type may print its own lines for ``--task NAME`` (word tags of a tagging task read
     ``Task: ner / Input: ... / NER Output: [...]``)."""
@@ -72,8 +109,15 @@ def predict_command(model_path: str | Path, args: argparse.Namespace) -> int:
         frame, where = pd.DataFrame({words.column: [args.text]}, dtype=object), "--text"
     else:
         frame, where = read_rows(args.input, args.row)
+    thresholds = parse_thresholds(getattr(args, "threshold", None) or [], model.tasks)
+    frame, kept = split_passthrough(frame, model, getattr(args, "keep", None) or [], where)
     unseen: dict[str, int] = {}
-    table = model.predict_frame(frame, where=where, task=args.task, unseen=unseen)
+    table = model.predict_frame(frame, where=where, task=args.task, unseen=unseen, thresholds=thresholds)
+    if len(kept.columns):
+        clash = [c for c in kept.columns if c in table.columns]
+        if clash:
+            raise MtlError(f"column(s) {clash} would be both a kept column and a prediction", where="--keep")
+        table = pd.concat([kept, table], axis=1)
     for column, count in unseen.items():
         print(f"note: column {column!r}: {count} of {len(frame)} value(s) not seen in training "
               "(out-of-vocabulary)", file=sys.stderr)

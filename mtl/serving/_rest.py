@@ -92,6 +92,19 @@ def _decode_b64(value: Any, where: str) -> Any:
     return value
 
 
+def _name_first_odd_row(rows: list, names: list[str]) -> None:
+    """Raise ``BadRequest`` naming the first row that is not an object with the same inputs as the first."""
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise BadRequest(f"instances[{i}]: expected an object like instances[0]")
+        if len(row) != len(names) or any(n not in row for n in names):
+            missing = [n for n in names if n not in row]
+            extra = [k for k in row if k not in names]
+            raise BadRequest(f"instances[{i}]: " + "; ".join(
+                ([f"missing input(s) {missing}"] if missing else []) + (
+                    [f"unknown input(s) {extra}"] if extra else [])) + " (every row names the same inputs)")
+
+
 def parse_predict_body(raw: bytes, input_names: list[str]) -> tuple[dict[str, Any], str, str]:
     """``(columns, "row" | "columnar", signature_name)`` from a ``:predict`` body: the request's raw values per
     input name, no conversion (that is ``to_tensors``'s), or ``BadRequest`` naming what is wrong."""
@@ -117,15 +130,9 @@ def parse_predict_body(raw: bytes, input_names: list[str]) -> tuple[dict[str, An
             columns: dict[str, Any] = {input_names[0]: rows}
         else:
             names = list(rows[0])
-            for i, row in enumerate(rows):
-                if not isinstance(row, dict):
-                    raise BadRequest(f"instances[{i}]: expected an object like instances[0]")
-                if len(row) != len(names) or any(n not in row for n in names):
-                    missing = [n for n in names if n not in row]
-                    extra = [k for k in row if k not in names]
-                    raise BadRequest(f"instances[{i}]: " + "; ".join(
-                        ([f"missing input(s) {missing}"] if missing else []) + (
-                            [f"unknown input(s) {extra}"] if extra else [])) + " (every row names the same inputs)")
+            first_keys = rows[0].keys()
+            if not all(type(row) is dict and row.keys() == first_keys for row in rows):
+                _name_first_odd_row(rows, names)
             columns = {n: [row[n] for row in rows] for n in names}
         style = "row"
     else:
@@ -347,8 +354,9 @@ def create_app(base_path: str | Path | None = None, model_name: str | None = Non
                    max_request_bytes=max_request_bytes, max_header_bytes=max_header_bytes)
 
 
-def _check_port_free(host: str, port: int) -> None:
-    """A taken REST port is a one-line error before any model loads (uvicorn would only log it and exit 1)."""
+def _check_port_free(host: str, port: int, where: str = "--rest_api_port") -> None:
+    """A taken REST (or gRPC) port is a one-line error before any model loads (uvicorn would only log it and exit 1;
+    gRPC would log its own lines after the models loaded)."""
     import socket
 
     try:
@@ -356,7 +364,7 @@ def _check_port_free(host: str, port: int) -> None:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind((host, port))
     except OSError as exc:
-        raise MtlError(f"cannot listen on {host}:{port}: {exc.strerror or exc}", where="--rest_api_port") from None
+        raise MtlError(f"cannot listen on {host}:{port}: {exc.strerror or exc}", where=where) from None
 
 
 def serve(base_path: str | Path | None = None, model_name: str | None = None, port: int = 8501,
@@ -387,6 +395,8 @@ def serve(base_path: str | Path | None = None, model_name: str | None = None, po
     if batching_parameters_file is not None and not enable_batching:
         raise MtlError("--batching_parameters_file needs --enable_batching", where="mtl serve")
     _check_port_free(host, port)
+    if grpc_port:
+        _check_port_free(host, grpc_port, "--port")
     metrics = Metrics(access_log=access_log)
     batcher = Batcher(read_batching_parameters(batching_parameters_file), metrics) if enable_batching else None
     run = batcher if batcher is not None else call_signature

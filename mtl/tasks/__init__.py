@@ -1,8 +1,8 @@
 """Task types, one module each; ``TASK_TYPES`` maps a config's ``type:`` to its class.
 
 A type owns its config keys (``config_class``), label encoding, head, loss, metrics, evaluation, test plot, export
-outputs and metadata, serving decode, app output and EDA section (see ``mtl.tasks._base.Task``). To add a type,
-write one module with a ``Task`` subclass, register it here, and call ``mtl.testing.check_task_type`` in a test.
+outputs and metadata, serving decode, app output and EDA section (see ``mtl.tasks.Task``). To add a type,
+write one module with a ``Task`` subclass, register it here, and call ``mtl.testing.run_parity_test`` in a test.
 """
 
 from __future__ import annotations

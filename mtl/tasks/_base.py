@@ -44,6 +44,7 @@ class Task:
     losses: ClassVar[tuple[str, ...]]
     default_metrics: ClassVar[tuple[str, ...]]
     metric_factories: ClassVar[dict[str, MetricFactory]]
+    lower_is_better_metrics: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
@@ -66,6 +67,17 @@ class Task:
     def fit(self, labels: pd.Series) -> Task:
         """Learn what the labels look like from the training split's labelled rows."""
         raise NotImplementedError
+
+    def fit_partial(self, labels: pd.Series) -> None:
+        """Streaming fit (``data.streaming``): learn from one batch of the training split's labelled rows;
+        ``finish_fit`` ends. The default keeps the batches and calls ``fit`` on all of them at the end; a type whose
+        state is bounded (classes, statistics) overrides both to keep memory flat."""
+        self._streamed_labels = [*getattr(self, "_streamed_labels", []), labels]
+
+    def finish_fit(self) -> Task:
+        """End a streaming fit: the same fitted state ``fit`` gives on all the batches together."""
+        batches = self.__dict__.pop("_streamed_labels", [])
+        return self.fit(pd.concat(batches) if batches else pd.Series([], dtype=object))
 
     def encode(self, labels: pd.Series) -> tuple[np.ndarray, np.ndarray]:
         """``(y, present)``: targets (0 where absent, never NaN) and a boolean label mask."""
@@ -114,6 +126,16 @@ class Task:
     def evaluate(self, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
         """Metrics on labelled rows with scikit-learn (numpy in, floats out)."""
         raise NotImplementedError
+
+    def choose_on_validation(self, y_true: np.ndarray, y_pred: np.ndarray) -> dict:
+        """Choose what the type decides after training on the validation split's labelled rows (a binary task's
+        threshold); returns what was chosen, recorded in ``metrics.json`` (empty: nothing to choose)."""
+        return {}
+
+    @classmethod
+    def lower_is_better(cls, metric: str) -> bool:
+        """Whether a smaller value of ``metric`` is better (errors, losses), for comparisons across runs."""
+        return metric in cls.lower_is_better_metrics
 
     def plot(self, y_true: np.ndarray, y_pred: np.ndarray, out: Path) -> Path | None:
         """A PNG of the test split's labelled rows in ``out`` (ROC, predicted vs true, ...), or None."""
@@ -216,6 +238,17 @@ class ClassificationTask(Task):
         super().__init__(*args, **kwargs)
         self.class_weight = class_weight
         self.unseen_labels = unseen_labels
+
+    def fit_partial(self, labels: pd.Series) -> None:
+        """Keep one label of each class text seen: classes depend on the set of labels only."""
+        if not hasattr(self, "_distinct"):
+            self._distinct: dict[str, Any] = {}
+        present = labels[~missing_mask(labels)]
+        for text, value in zip(present.map(label_text), present, strict=True):
+            self._distinct.setdefault(text, value)
+
+    def finish_fit(self) -> ClassificationTask:
+        return self.fit(pd.Series(list(self.__dict__.pop("_distinct", {}).values()), dtype=object))
 
     def _encode_classes(self, labels: pd.Series) -> tuple[np.ndarray, np.ndarray]:
         present = ~missing_mask(labels)

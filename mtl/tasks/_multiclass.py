@@ -23,6 +23,7 @@ class MulticlassTaskConfig(TaskConfigBase):
     class_weight: Literal["balanced"] | dict[str, float] | None = None
     unseen_labels: UnseenLabels = "error"
     parent: str | None = Field(None, description="a multiclass task whose output feeds this one (a label tree)")
+    top_k: int = Field(3, ge=1, description="top_k_accuracy: a row counts when its class is among the k likeliest")
 
 
 def _sort_key(text: str) -> tuple:
@@ -43,15 +44,21 @@ class MulticlassTask(ClassificationTask):
     config_class = MulticlassTaskConfig
     default_loss = "sparse_categorical_crossentropy"
     losses = ("sparse_categorical_crossentropy", "focal")
-    default_metrics = ("accuracy", "macro_f1")
+    default_metrics = ("accuracy", "macro_f1", "top_k_accuracy")
     metric_factories = {
         "accuracy": lambda t: keras.metrics.SparseCategoricalAccuracy(name=f"{t.name}_accuracy"),
         "macro_f1": lambda t: keras.metrics.F1Score(average="macro", name=f"{t.name}_macro_f1"),
     }
+    evaluation_only_metrics = ("top_k_accuracy",)
 
-    def __init__(self, *args: Any, parent: str | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, parent: str | None = None, top_k: int = 3, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.parent = parent
+        self.top_k = top_k
+
+    @classmethod
+    def metric_names(cls) -> tuple[str, ...]:
+        return (*cls.metric_factories, *cls.evaluation_only_metrics)
 
     def fit_tree(self, tree: dict[str, str], parent_classes: list[str]) -> MulticlassTask:
         """Learn the label tree: ``tree`` maps each of this task's classes to its parent's class."""
@@ -96,25 +103,45 @@ class MulticlassTask(ClassificationTask):
         return y_true, y_pred
 
     def evaluate(self, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
-        hard = np.asarray(y_pred).argmax(axis=-1)
+        probs = np.asarray(y_pred)
+        hard = probs.argmax(axis=-1)
         table = {
             "accuracy": lambda: skm.accuracy_score(y_true, hard),
+            "top_k_accuracy": lambda: self._top_k_accuracy(y_true, probs),
             "macro_f1": lambda: skm.f1_score(
                 y_true, hard, average="macro", labels=np.arange(len(self.classes_)), zero_division=0
             ),
         }
         return {m: float(table[m]()) for m in self.metrics}
 
+    def _top_k_accuracy(self, y_true: np.ndarray, probs: np.ndarray) -> float:
+        """The fraction of rows whose class is among the ``top_k`` likeliest (1 when ``top_k`` covers every class;
+        scikit-learn reads two columns of scores as a binary problem, so two classes with ``top_k`` 1 is accuracy)."""
+        k = len(self.classes_)
+        if self.top_k >= k:
+            return 1.0
+        if k == 2:
+            return float(skm.accuracy_score(y_true, probs.argmax(axis=-1)))
+        return float(skm.top_k_accuracy_score(y_true, probs, k=self.top_k, labels=np.arange(k)))
+
     def plot(self, y_true: np.ndarray, y_pred: np.ndarray, out: Path) -> Path | None:
-        """The confusion matrix."""
+        """The confusion matrix normalised by true class (each row sums to 1: the recall of each class on the
+        diagonal), so rare classes read as well as frequent ones; cell values are written up to 12 classes, beyond
+        that the colour scale carries them, and long class names are shortened."""
         from mtl.reporting import figure, save_figure
 
         k = len(self.classes_)
-        fig = figure(max(5, 0.45 * k + 2), max(4.5, 0.45 * k + 1.5))
+        size = min(max(5.0, 0.38 * k + 2.5), 24.0)
+        fig = figure(size, size * 0.9)
         ax = fig.subplots()
-        skm.ConfusionMatrixDisplay.from_predictions(
-            np.asarray(y_true).astype(int), np.asarray(y_pred).argmax(-1), labels=np.arange(k),
-            display_labels=self.classes_, ax=ax, xticks_rotation="vertical", colorbar=False)
+        names = [c if len(c) <= 18 else c[:17] + "…" for c in map(str, self.classes_)]
+        display = skm.ConfusionMatrixDisplay.from_predictions(
+            np.asarray(y_true).astype(int), np.asarray(y_pred).argmax(-1), labels=np.arange(k), normalize="true",
+            display_labels=names, ax=ax, xticks_rotation="vertical", colorbar=True, include_values=k <= 12,
+            values_format=".2f", cmap="Blues", im_kw={"vmin": 0.0, "vmax": 1.0})
+        if k > 12:
+            ax.tick_params(labelsize=max(5, 10 - k // 10))
+        display.ax_.set_title(f"{self.name}: confusion matrix (each true class's row sums to 1)")
         return save_figure(fig, out / f"confusion_{self.name}.png")
 
     def export_metadata(self) -> dict:
@@ -151,12 +178,14 @@ class MulticlassTask(ClassificationTask):
     @classmethod
     def read_app_output(cls, app: Any, name: str, entry: dict) -> dict[str, Any]:
         label = next(m.value for m in app.metric if m.label == f"{name}: most likely")
-        table = next(d.value for d in app.dataframe if list(d.value.columns) == ["class", "probability"])
+        classes = [str(c) for c in entry["classes"]]  # this task's table, when several multiclass tasks show one
+        table = next(d.value for d in app.dataframe if list(d.value.columns) == ["class", "probability"]
+                     and [str(c) for c in d.value["class"]] == classes)
         return {f"{name}_label": label,
                 **{f"{name}_{c}": float(p) for c, p in zip(table["class"], table["probability"], strict=True)}}
 
     def get_config(self) -> dict:
-        config = {**super().get_config(), "parent": self.parent}
+        config = {**super().get_config(), "parent": self.parent, "top_k": self.top_k}
         if self.parent is not None and hasattr(self, "parent_of_"):
             config |= {"parent_of_": list(self.parent_of_), "parent_classes_": list(self.parent_classes_)}
         return config

@@ -38,16 +38,22 @@ class RegressionTask(Task):
     config_class = RegressionTaskConfig
     default_loss = "mse"
     losses = ("mse", "mae", "huber", "log_cosh")
-    default_metrics = ("rmse", "mae", "r2")
+    default_metrics = ("rmse", "mae", "mape", "r2")
+    lower_is_better_metrics = ("rmse", "mae", "mse", "mape")
     metric_factories = {
         "rmse": lambda t: keras.metrics.RootMeanSquaredError(name=f"{t.name}_rmse"),
         "mae": lambda t: keras.metrics.MeanAbsoluteError(name=f"{t.name}_mae"),
         "mse": lambda t: keras.metrics.MeanSquaredError(name=f"{t.name}_mse"),
         "r2": lambda t: keras.metrics.R2Score(name=f"{t.name}_r2"),
     }
+    evaluation_only_metrics = ("mape",)
 
     mean_: float
     std_: float
+
+    @classmethod
+    def metric_names(cls) -> tuple[str, ...]:
+        return (*cls.metric_factories, *cls.evaluation_only_metrics)
 
     def _numbers(self, labels: pd.Series) -> tuple[np.ndarray, np.ndarray]:
         present = ~missing_mask(labels)
@@ -71,6 +77,24 @@ class RegressionTask(Task):
         kept = values[present]
         self.mean_ = float(kept.mean())
         std = float(kept.std())
+        self.std_ = std if std > 0 else 1.0
+        return self
+
+    def fit_partial(self, labels: pd.Series) -> None:
+        """Merge one batch into exact running statistics (``mtl._moments``)."""
+        from mtl._moments import RunningMoments
+
+        if not hasattr(self, "_moments"):
+            self._moments = RunningMoments()
+        values, present = self._numbers(labels)
+        self._moments.update(values[present])
+
+    def finish_fit(self) -> RegressionTask:
+        moments = self.__dict__.pop("_moments", None)
+        if moments is None or not float(moments.count):
+            raise self._error("no labels in the training split")
+        self.mean_ = float(moments.mean)
+        std = float(np.sqrt(moments.variance()))
         self.std_ = std if std > 0 else 1.0
         return self
 
@@ -99,6 +123,7 @@ class RegressionTask(Task):
             "rmse": lambda: np.sqrt(skm.mean_squared_error(y_true, pred)),
             "mae": lambda: skm.mean_absolute_error(y_true, pred),
             "mse": lambda: skm.mean_squared_error(y_true, pred),
+            "mape": lambda: skm.mean_absolute_percentage_error(y_true, pred),
             "r2": lambda: skm.r2_score(y_true, pred) if len(y_true) > 1 else float("nan"),
         }
         return {m: float(table[m]()) for m in self.metrics}

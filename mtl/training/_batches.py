@@ -1,9 +1,11 @@
 """``tf.data`` pipelines of ``(features, labels, weights)`` batches from a ``SplitData``.
 
-Why index batches: the split's column arrays are held as tensors and each batch is gathered from them with one
-``tf.gather`` per column by a batch of row indices, so ``tf.data`` never handles single rows (issue 11). Why a
-permutation that is a pure function of ``(seed, epoch)``: a run resumed after epoch k sees the same batches in
-epoch k + 1 as the uninterrupted run (issue 14).
+Why whole-epoch gathers: the split's column arrays are held as tensors; at the start of each epoch every column is
+gathered once in the epoch's row order and cut into ``[batches, batch_size, ...]`` blocks, which ``tf.data`` slices
+batch by batch, so it never handles single rows and runs no Python or graph function per batch (issue 11). Length
+buckets (text) gather each batch by its index slice instead. Why a permutation that is a pure function of
+``(seed, epoch)``: a run resumed after epoch k sees the same batches in epoch k + 1 as the uninterrupted run
+(issue 14).
 """
 
 from __future__ import annotations
@@ -51,8 +53,7 @@ def to_dataset(split: SplitData, batch_size: int, shuffle: bool = False, seed: i
     bucket_tensor = tf.constant(buckets) if bucket_by is not None else None
     epoch_counter = tf.Variable(first_epoch - 1, dtype=tf.int64, trainable=False)
 
-    def epoch_index_batches(_: tf.Tensor) -> tf.data.Dataset:
-        epoch = epoch_counter.assign_add(1)
+    def epoch_order(epoch: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         order = tf.range(rows, dtype=tf.int64)
         batch_order = tf.range(batches, dtype=tf.int64)
         if shuffle:
@@ -60,15 +61,36 @@ def to_dataset(split: SplitData, batch_size: int, shuffle: bool = False, seed: i
             order = tf.random.experimental.stateless_shuffle(order, seed=key)
             if bucket_tensor is not None:
                 batch_order = tf.random.experimental.stateless_shuffle(batch_order, seed=key + [0, 1 << 32])
-        if bucket_tensor is not None:  # group by bucket, keeping the shuffled order within each bucket
-            order = tf.gather(order, tf.argsort(tf.gather(bucket_tensor, order), stable=True))
+        return order, batch_order
+
+    def bucketed_batches(_: tf.Tensor) -> tf.data.Dataset:
+        order, batch_order = epoch_order(epoch_counter.assign_add(1))
+        # group by bucket, keeping the shuffled order within each bucket
+        order = tf.gather(order, tf.argsort(tf.gather(bucket_tensor, order), stable=True))
         segments = tf.data.Dataset.from_tensor_slices((tf.gather(starts, batch_order), tf.gather(sizes, batch_order)))
-        return segments.map(lambda start, size: order[start:start + size])
+        return segments.map(lambda start, size: tf.nest.map_structure(
+            lambda column: tf.gather(column, order[start:start + size]), columns),
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
-    def gather(index: tf.Tensor) -> tuple | dict:
-        return tf.nest.map_structure(lambda column: tf.gather(column, index), columns)
+    full_rows = rows // batch_size * batch_size
 
-    dataset = tf.data.Dataset.range(1).flat_map(epoch_index_batches).map(gather, num_parallel_calls=tf.data.AUTOTUNE,
-                                                                          deterministic=True)
+    def blocks(column: tf.Tensor) -> tf.Tensor:
+        """The epoch's full batches of ``column`` as one ``[batches, batch_size, ...]`` tensor."""
+        return tf.reshape(column[:full_rows], tf.concat([[-1, batch_size], tf.shape(column)[1:]], axis=0))
+
+    def epoch_batches(_: tf.Tensor) -> tf.data.Dataset:
+        if shuffle:
+            order, _ = epoch_order(epoch_counter.assign_add(1))
+            epoch_columns = tf.nest.map_structure(lambda column: tf.gather(column, order), columns)
+        else:
+            epoch_columns = columns
+        dataset = tf.data.Dataset.from_tensor_slices(tf.nest.map_structure(blocks, epoch_columns))
+        if full_rows < rows:  # the last, partial batch
+            rest = tf.nest.map_structure(lambda column: column[full_rows:], epoch_columns)
+            dataset = dataset.concatenate(tf.data.Dataset.from_tensors(rest))
+        return dataset
+
+    per_epoch = bucketed_batches if bucket_tensor is not None else epoch_batches
+    dataset = tf.data.Dataset.range(1).flat_map(per_epoch)
     # Keras needs the number of batches: without it, fit reads past the end of an epoch, and the next one can fail.
     return dataset.apply(tf.data.experimental.assert_cardinality(batches)).prefetch(tf.data.AUTOTUNE)

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from mtl.data import data_files, is_multi_path
 from mtl.errors import MtlError
 from mtl.training._checkpoints import sha256_file
 
@@ -31,6 +32,13 @@ def data_fingerprint(config: Any) -> dict[str, Any]:
         except importlib.metadata.PackageNotFoundError:
             version = None
         return {"dataset": config.data.dataset, "package": package, "version": version}
+    if is_multi_path(config.data.path):  # a directory or glob: the files' names, sizes and digests
+        files = data_files(config.data.path)
+        digest = hashlib.sha256()
+        for file in files:
+            digest.update(f"{file}\0{file.stat().st_size}\0{sha256_file(file)}\n".encode())
+        return {"path": config.data.path, "files": len(files), "bytes": sum(f.stat().st_size for f in files),
+                "sha256": digest.hexdigest()}
     path = Path(config.data.path)
     if not path.is_file():
         raise MtlError(f"file not found: {path}", where="data.path")
@@ -39,7 +47,8 @@ def data_fingerprint(config: Any) -> dict[str, Any]:
 
 def split_fingerprint(data: Any) -> dict[str, Any]:
     """Row counts and a digest of the source row numbers of each split."""
-    return {name: {"rows": len(split), "sha256": hashlib.sha256(np.asarray(split.rows, "int64").tobytes()).hexdigest()}
+    return {name: {"rows": len(split), "sha256": getattr(split, "rows_sha256", None)
+                   or hashlib.sha256(np.asarray(split.rows, "int64").tobytes()).hexdigest()}
             for name, split in data.splits().items()}
 
 

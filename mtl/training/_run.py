@@ -23,21 +23,23 @@ from typing import Any
 
 import keras
 import pandas as pd
+import yaml
 
 import mtl.evaluation as run_plots  # called through the package, so tests may patch a plot
 from mtl._locks import DirectoryLock
 from mtl.config import Config, dump_config, load_config
-from mtl.data import PreparedData, load_data
+from mtl.data import PreparedData, StreamingData, load_data
 from mtl.errors import MtlError
-from mtl.evaluation import evaluate
+from mtl.evaluation import choose_on_validation, evaluate_split, predict, predict_streamed
 from mtl.model import MultiTaskModel, build_model
-from mtl.tasks import Task
+from mtl.tasks import Task, decode_hierarchy
 from mtl.training import _checkpoints as checkpoints
 from mtl.training import _distributed as distributed
 from mtl.training._batches import to_dataset
 from mtl.training._callbacks import (
     DivergenceGuard,
     EpochCheckpoint,
+    EpochTensorBoard,
     LossWeightScheduler,
     ResumableEarlyStopping,
     ResumableReduceLROnPlateau,
@@ -45,6 +47,7 @@ from mtl.training._callbacks import (
     write_text_atomic,
 )
 from mtl.training._fingerprint import data_change, data_fingerprint, split_fingerprint
+from mtl.training._progress import EpochLine, fit_verbosity
 from mtl.weighting import LossWeightSchedule
 
 log = logging.getLogger("mtl")
@@ -220,6 +223,19 @@ def _mode(monitor: str, mode: str = "auto") -> str:
     return "min" if monitor.endswith(_LOWER_IS_BETTER) else "max"
 
 
+def _save_without_optimizer(model: MultiTaskModel, target: Path) -> None:
+    """``model.keras`` for prediction and export: the weights without the optimizer's state (Adam's two moments
+    would triple a text model's file), which ``--resume`` reads from the checkpoints instead."""
+    tmp_model = target.with_name(".model.tmp.keras")
+    optimizer = model.optimizer
+    model.optimizer = None
+    try:
+        model.save(tmp_model)
+    finally:
+        model.optimizer = optimizer
+    os.replace(tmp_model, target)
+
+
 def _optimizer(config: Config, steps_per_epoch: int) -> keras.optimizers.Optimizer:
     t = config.training
     learning_rate: Any = t.learning_rate
@@ -262,19 +278,36 @@ def _callbacks(config: Config, tasks: dict[str, Task], path: Path, has_val: bool
     # its checkpoint (dropped on --resume), never one less
     callbacks += stateful + [
         keras.callbacks.CSVLogger(str(path / "history.csv"), append=True),
-        keras.callbacks.TensorBoard(log_dir=str(path / "tensorboard"), write_graph=False),
+        EpochTensorBoard(path / "tensorboard"),
         EpochCheckpoint(path / "checkpoints", stateful, record),
     ]
     return callbacks
 
 
-def _compiled_model(config: Config, data: PreparedData, tasks: dict[str, Task], steps_per_epoch: int) -> MultiTaskModel:
+def _compiled_model(config: Config, data: PreparedData | StreamingData, tasks: dict[str, Task],
+                    steps_per_epoch: int) -> MultiTaskModel:
     t = config.training
     model = build_model(config.model, tasks, data.features, weighting=t.weighting.model_dump())
     model.compile(optimizer=_optimizer(config, steps_per_epoch), jit_compile=t.jit_compile,
                   steps_per_execution=min(t.steps_per_execution, steps_per_epoch))
     distributed.prepare(model)
     return model
+
+
+def _train_dataset(config: Config, data: PreparedData | StreamingData, first_epoch: int) -> Any:
+    """The training batches, reshuffled each epoch from ``(seed, epoch)``: gathered from the arrays in memory, or
+    read from the files with ``data.streaming``."""
+    t = config.training
+    if data.streaming:
+        return data.dataset("train", t.batch_size, shuffle=True, seed=config.seed, first_epoch=first_epoch)
+    return to_dataset(data.train, t.batch_size, shuffle=True, seed=config.seed,
+                      bucket_by=data.words_column if t.bucket_by_length else None, first_epoch=first_epoch)
+
+
+def _held_out_dataset(data: PreparedData | StreamingData, split: str, batch_size: int) -> Any:
+    if data.streaming:
+        return data.dataset(split, batch_size)
+    return to_dataset(data.splits()[split], batch_size)
 
 
 def _run(config: Config, data: PreparedData, tasks: dict[str, Task], path: Path, record: dict,
@@ -302,11 +335,13 @@ def _run(config: Config, data: PreparedData, tasks: dict[str, Task], path: Path,
             checkpoints.truncate_history(path / "history.csv", initial_epoch)
             log.info("resuming %s after epoch %d of %d", path, initial_epoch, t.epochs)
         if initial_epoch < t.epochs and not stopped:
+            verbose = fit_verbosity(t.verbose)
+            if verbose == 2:
+                callbacks.append(EpochLine(t.epochs))
             distributed.fit_function(model)(  # model.fit, or under training.distribute the same in a loop
-                to_dataset(data.train, t.batch_size, shuffle=True, seed=config.seed,
-                           bucket_by=data.words_column if t.bucket_by_length else None, first_epoch=initial_epoch),
-                validation_data=to_dataset(data.val, t.batch_size) if has_val else None,
-                epochs=t.epochs, initial_epoch=initial_epoch, callbacks=callbacks, verbose=t.verbose,
+                _train_dataset(config, data, initial_epoch),
+                validation_data=_held_out_dataset(data, "val", t.batch_size) if has_val else None,
+                epochs=t.epochs, initial_epoch=initial_epoch, callbacks=callbacks, verbose=1 if verbose == 1 else 0,
                 shuffle=False)  # the dataset draws each epoch's order from (seed, epoch)
         elif early is not None and early.restored_weights:
             model.set_weights(early.best_weights)  # what fit's end would have done: killed after the last epoch
@@ -314,24 +349,35 @@ def _run(config: Config, data: PreparedData, tasks: dict[str, Task], path: Path,
         if not distributed.is_chief():  # a worker's part ends with training: the chief writes the run
             return RunResult(path, {}, pd.DataFrame(), model, tasks, data)
         model = distributed.local_model(model, lambda: _compiled_model(config, data, tasks, steps_per_epoch))
-        tmp_model = path / ".model.tmp.keras"
-        model.save(tmp_model)
-        os.replace(tmp_model, path / "model.keras")
+        splits = {"val": data.val, "test": data.test}
+        batch_size = t.batch_size if data.words_column else 1024
+        if data.streaming:  # one pass over each held-out split: its targets and the model's outputs
+            streamed = {name: predict_streamed(model, split.chunks(), batch_size) for name, split in splits.items()}
+            splits = {name: split for name, (split, _) in streamed.items()}
+            raw_predictions = {name: predicted for name, (_, predicted) in streamed.items()}
+        else:
+            raw_predictions = {name: predict(model, split, batch_size) for name, split in splits.items()}
+        chosen = choose_on_validation(tasks, splits["val"], raw_predictions["val"])  # e.g. thresholds, before saving
+        if chosen:
+            model.set_tasks(tasks)
+            for name, choice in chosen.items():
+                log.info("%s: chosen on the validation split: %s", name, choice)
+        _save_without_optimizer(model, path / "model.keras")
 
         history = pd.read_csv(path / "history.csv")
         best_epoch = early.best_epoch + 1 if early is not None and early.restored_weights else None
         if best_epoch is not None:
             log.info("early stopping: the model holds the weights of epoch %d (%s %.4f), of %d epochs trained",
                      best_epoch, early.monitor, float(early.best), len(history))
-        metrics: dict[str, Any]
-        metrics, predictions = evaluate(model, tasks, {"val": data.val, "test": data.test},
-                                        batch_size=t.batch_size if data.words_column else 1024)
+        metrics: dict[str, Any] = {name: evaluate_split(tasks, split, raw_predictions[name])
+                                   for name, split in splits.items()}
+        predictions = {name: decode_hierarchy(tasks, raw) for name, raw in raw_predictions.items()}
         test_predictions = predictions["test"]
         plot_dir = path / "plots"
         plot_dir.mkdir(exist_ok=True)
         run_plots.learning_curves(history, tasks, plot_dir, best_epoch=best_epoch)
         run_plots.loss_weights(history, tasks, plot_dir)
-        run_plots.task_plots(tasks, data.test, test_predictions, plot_dir)
+        run_plots.task_plots(tasks, splits["test"], test_predictions, plot_dir)
         if config.output.export is not None:  # before metrics.json: a run whose export failed is not finished
             from mtl.export import export_model
 
@@ -342,6 +388,12 @@ def _run(config: Config, data: PreparedData, tasks: dict[str, Task], path: Path,
             metrics.update(best_epoch=best_epoch, epochs_trained=len(history))
         if record.get("data_changed"):
             metrics["data_changed"] = record["data_changed"]
+        if chosen:
+            metrics["chosen_on_val"] = chosen
+        counts = run_plots.parameter_counts(model)
+        run_plots.write_model_summary(model, path / "model_summary.txt")
+        run_plots.log_hparams(yaml.safe_load(dump_config(config)), metrics, path / "tensorboard" / "hparams",
+                              counts["total"])
         write_text_atomic(path / "metrics.json", json.dumps(metrics, indent=2, default=float))
     except (Exception, KeyboardInterrupt) as exc:
         kept_epoch = max(kept_epoch, checkpoint.epochs_saved if "checkpoint" in locals() else 0)

@@ -104,3 +104,37 @@ def test_input_names_are_valid_unique_and_keep_valid_column_names(columns: list[
     assert all(VALID_INPUT_NAME.match(name) for name in names.values())
     assert all(names[c] == c for c in columns if VALID_INPUT_NAME.match(c))
     assert input_names(columns) == names  # deterministic: the same run gives the same signature
+
+
+def _cell_by_cell(feature: object, values: list) -> tuple[list | None, str | None]:
+    """What parsing one cell at a time gives (a one-cell object array: no column fast path applies): the values, or
+    the message naming the first bad cell and its row."""
+    out = []
+    for row, value in enumerate(values, 1):
+        cell = np.empty(1, dtype=object)
+        cell[0] = value
+        try:
+            out.append(feature.parse(cell))  # type: ignore[attr-defined]
+        except MtlError as exc:
+            return None, str(exc).replace("row 1:", f"row {row}:")
+    return out, None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(CELLS, st.sampled_from(["Private", " Private ", "1996.0", "NA", "x" * (MAX_CELL_CHARS + 1)]),
+                          st.sampled_from([b"Private", b"\xff"])), min_size=1, max_size=12),
+       st.integers(1, 4))
+def test_a_whole_column_parses_as_its_cells_one_by_one(cells: list, repeats: int) -> None:
+    """The column fast paths (repeated texts parsed once, lists of plain numbers as one array) give every cell the
+    value, and the first bad cell the message and row, that parsing it alone gives."""
+    column = cells * repeats
+    for feature in (CategoricalFeature("c"), NumericFeature("n"), NumericFeature("m", non_finite="missing")):
+        expected, error = _cell_by_cell(feature, column)
+        if error is not None:
+            with pytest.raises(MtlError) as info:
+                feature.parse(column)
+            assert str(info.value) == error
+        else:
+            parsed = feature.parse(column)
+            np.testing.assert_array_equal(parsed, np.concatenate(expected))
+            assert parsed.dtype == expected[0].dtype

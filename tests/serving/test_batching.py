@@ -91,3 +91,100 @@ def test_batching_parameters_file(tmp_path: Path) -> None:
         with pytest.raises(MtlError, match="--batching_parameters_file") as info:
             read_batching_parameters(path)
         assert needle in str(info.value)
+
+
+def test_a_full_batch_queue_is_unavailable_over_grpc(doubling: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the one batch thread busy and ``max_enqueued_batches`` batches waiting, the next request gets TF
+    Serving's ``UNAVAILABLE``; the waiting ones are then answered."""
+    import threading
+
+    import grpc
+    import numpy as np
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    from mtl.serving import _batching, start_grpc_server
+
+    started, release = threading.Event(), threading.Event()
+    real_call = _batching.call_signature
+
+    def held_call(model, tensors):  # noqa: ANN001, ANN202
+        started.set()
+        release.wait(timeout=60)
+        return real_call(model, tensors)
+
+    monkeypatch.setattr(_batching, "call_signature", held_call)
+    batcher = Batcher(BatchingParameters(max_batch_size=1, batch_timeout_micros=0, max_enqueued_batches=1,
+                                         num_batch_threads=1))
+    registry = ModelRegistry({"double": ModelVersions("double", doubling)})
+    registry.start(watch=False)
+    server, port = start_grpc_server(registry, "127.0.0.1", 0, run=batcher)
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        predict = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict
+
+        def request(x: float) -> predict_pb2.PredictRequest:
+            message = predict_pb2.PredictRequest()
+            message.model_spec.name = "double"
+            message.inputs["x"].CopyFrom(tf.make_tensor_proto(np.float32([x])))
+            return message
+
+        running = predict.future(request(1.0), timeout=60)
+        assert started.wait(timeout=60)  # the batch thread holds request 1
+        waiting = predict.future(request(2.0), timeout=60)
+        while batcher._queued_rows < 1:  # request 2 is queued (no time limit: it gets there or the test hangs)
+            threading.Event().wait(0.01)
+        with pytest.raises(grpc.RpcError) as refused:
+            predict(request(3.0), timeout=60)
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "queue" in refused.value.details()
+        release.set()
+        assert tf.make_ndarray(running.result().outputs["y"]).tolist() == [2.0]
+        assert tf.make_ndarray(waiting.result().outputs["y"]).tolist() == [4.0]
+    finally:
+        release.set()
+        channel.close()
+        server.stop(grace=None)
+        batcher.stop()
+        registry.stop()
+
+
+def test_a_larger_request_waiting_between_two_that_merge_loses_none(doubling: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Queue [1 row, 3 rows, 1 row] with ``max_batch_size`` 2: the two single rows merge past the larger request,
+    and every request is answered (taking the second single row out of the queue once compared the requests' arrays,
+    which raised for the 3-row one and lost the first)."""
+    import threading
+
+    import numpy as np
+
+    from mtl.serving import _batching, load
+
+    started, release = threading.Event(), threading.Event()
+    real_call = _batching.call_signature
+
+    def held_call(model, tensors):  # noqa: ANN001, ANN202
+        started.set()
+        release.wait(timeout=60)
+        return real_call(model, tensors)
+
+    monkeypatch.setattr(_batching, "call_signature", held_call)
+    model = load(doubling)
+    batcher = Batcher(BatchingParameters(max_batch_size=2, batch_timeout_micros=0, num_batch_threads=1))
+    pool = ThreadPoolExecutor(4)
+    try:
+        inputs = [[1.0], [3.0], [5.0, 6.0, 7.0], [9.0]]
+        answers = [pool.submit(batcher, model, {"x": np.float32(inputs[0])})]
+        assert started.wait(timeout=60)  # the batch thread holds the first request
+        queued = 0
+        for values in inputs[1:]:  # queued in this order while the batch thread is held
+            answers.append(pool.submit(batcher, model, {"x": np.float32(values)}))
+            queued += len(values)
+            while batcher._queued_rows < queued:
+                threading.Event().wait(0.01)
+        release.set()
+        assert [a.result(timeout=60)["y"].tolist() for a in answers] == [[2.0 * v for v in x] for x in inputs]
+    finally:
+        release.set()
+        batcher.stop()  # a request lost by the batch thread is then run alone, so no thread is left waiting
+        pool.shutdown(wait=True)

@@ -17,9 +17,9 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from mtl.serving import ModelRegistry, ModelVersions, load, start_grpc_server
+from mtl.serving import ModelRegistry, ModelVersions, load, start_grpc_server, to_ndarray, to_tensor_proto
 
-OUTPUTS = ["hours_per_week", "income", "race", "race_classes"]
+OUTPUTS = ["hours_per_week", "income", "income_label", "race", "race_classes"]
 
 
 @pytest.fixture(scope="module")
@@ -167,3 +167,29 @@ def test_classify_is_unimplemented_as_for_a_predict_only_model(server: dict) -> 
     request.model_spec.name = "adult"
     assert _code(server["predict"].Classify, request)[0] == grpc.StatusCode.UNIMPLEMENTED
 
+
+
+def _float_val(values: list[float], shape: list[int]):  # noqa: ANN202
+    """A float32 TensorProto written with ``float_val`` (as some clients write it) instead of ``tensor_content``."""
+    proto = tf.make_tensor_proto(np.float32(0.0))
+    proto.float_val[:] = values
+    for size in shape:
+        proto.tensor_shape.dim.add(size=size)
+    return proto
+
+
+@pytest.mark.parametrize("proto", [
+    tf.make_tensor_proto(np.float32([1.5, -2.0, 3.25])), tf.make_tensor_proto(np.float32([[1.0], [2.0]])),
+    tf.make_tensor_proto(np.float32(7.0)), tf.make_tensor_proto(np.zeros((0, 3), np.float32)),
+    tf.make_tensor_proto(np.asarray([b"Private", b" x ", b"\xff"], dtype=object)),
+    tf.make_tensor_proto(np.asarray([["a", "b"], ["c", "d"]], dtype=object)), tf.make_tensor_proto(np.int64([4, 5])),
+    tf.make_tensor_proto(np.float64([0.1])), _float_val([1.0, 2.0], [2]), _float_val([3.0], [1, 3]),
+], ids=["floats", "column", "scalar", "empty", "bytes", "strings-2d", "int64", "float64", "float_val", "padded"])
+def test_request_tensors_read_as_tf_make_ndarray_reads_them(proto) -> None:  # noqa: ANN001
+    ours, theirs = to_ndarray(proto), tf.make_ndarray(proto)
+    assert (ours.dtype, ours.shape) == (theirs.dtype, theirs.shape)
+    np.testing.assert_array_equal(ours, theirs)
+    if ours.dtype == np.float32:
+        back = tf.make_ndarray(to_tensor_proto(ours))
+        assert (back.dtype, back.shape) == (ours.dtype, ours.shape)
+        np.testing.assert_array_equal(back, ours)

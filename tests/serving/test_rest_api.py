@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 
 from mtl.serving import create_app, load
 
-OUTPUTS = ["hours_per_week", "income", "race", "race_classes"]
+OUTPUTS = ["hours_per_week", "income", "income_label", "race", "race_classes"]
 
 
 @pytest.fixture(scope="module")

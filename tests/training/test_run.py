@@ -29,9 +29,10 @@ def test_run_directory_contents(tmp_path, slice_csv):
     metrics = json.loads((run / "metrics.json").read_text())
     assert set(metrics) == {"val", "test"}
     assert set(metrics["test"]) == {"income", "hours_per_week", "race"}
-    assert set(metrics["test"]["income"]) == {"auc", "accuracy", "precision", "recall", "f1", "n"}
-    assert set(metrics["test"]["hours_per_week"]) == {"rmse", "mae", "r2", "n"}
-    assert set(metrics["test"]["race"]) == {"accuracy", "macro_f1", "n"}
+    assert set(metrics["test"]["income"]) == {"auc", "pr_auc", "accuracy", "balanced_accuracy", "precision", "recall",
+                                              "f1", "mcc", "n"}
+    assert set(metrics["test"]["hours_per_week"]) == {"rmse", "mae", "mape", "r2", "n"}
+    assert set(metrics["test"]["race"]) == {"accuracy", "macro_f1", "top_k_accuracy", "n"}
     history = pd.read_csv(run / "history.csv")
     assert history["epoch"].tolist() == [0, 1, 2]
     assert history["income_weight"].tolist() == [0.0, 0.5, 1.0]
@@ -99,6 +100,22 @@ def test_divergence_guard_raises_on_nan():
     with pytest.raises(TrainingDiverged, match="the loss became nan"):
         guard.on_train_batch_end(1, {"loss": math.nan})
     assert issubclass(TrainingDiverged, MtlError)
+
+
+def test_epoch_tensorboard_writes_each_epoch_under_train_and_validation(tmp_path):
+    import tensorflow as tf
+
+    from mtl.training import EpochTensorBoard
+
+    board = EpochTensorBoard(tmp_path)
+    board.on_train_begin()
+    board.on_epoch_end(0, {"loss": 0.5, "val_loss": 0.75})
+    board.on_epoch_end(1, {"loss": 0.25, "val_loss": 0.5})
+    board.on_train_end()
+    for run, expected in (("train", [0.5, 0.25]), ("validation", [0.75, 0.5])):
+        values = [(e.step, v.tag, float(tf.make_ndarray(v.tensor))) for f in (tmp_path / run).iterdir()
+                  for e in tf.compat.v1.train.summary_iterator(str(f)) for v in e.summary.value]
+        assert values == [(0, "epoch_loss", expected[0]), (1, "epoch_loss", expected[1])]
 
 
 def test_reduce_on_plateau_and_cosine_schedules_change_the_learning_rate(tmp_path, slice_csv):
