@@ -146,7 +146,7 @@ class MultiTaskModel(keras.Model):
                 loss = loss + extra
             scaled = self.optimizer.scale_loss(loss / replica_count())  # see masked_mean
         variables = self.trainable_variables
-        gradients = tape.gradient(scaled, variables)
+        gradients = _dense(tape.gradient(scaled, variables))
         self.optimizer.apply(gradients, variables)
         if weights is not None:
             self.set_task_weights(weights)
@@ -256,6 +256,16 @@ class MultiTaskModel(keras.Model):
     def get_config(self) -> dict:
         return {**super().get_config(), "tasks": self.task_configs, "features": self.feature_configs,
                 "weighting": self.weighting_config}
+
+
+def _dense(gradients: list[Any]) -> list[Any]:
+    """Embedding gradients (``IndexedSlices``, one slice per lookup) summed into dense tensors, in one process and
+    under a distribution strategy alike. Why: Keras 3's optimizers square a sparse gradient slice by slice (Adam's
+    second moment then counts a category seen twice in a batch as two squares, not as the square of its summed
+    gradient), so the update would depend on how a batch's rows are split across replicas; a dense gradient gives
+    the textbook update, the same on any number of workers. And TensorFlow's collective all-reduce of
+    ``IndexedSlices`` inside the step loop fails with a shape mismatch between workers (checked with 2 workers)."""
+    return [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in gradients]
 
 
 def _global_gradients(gradients: list[Any]) -> list[Any]:

@@ -60,6 +60,7 @@ class Distribution:
 
 
 _active: Distribution | None = None
+_joined: dict[str, Distribution] = {}  # TF_CONFIG -> the multi-worker distribution this process joined with it
 
 
 def active() -> Distribution | None:
@@ -133,7 +134,10 @@ def make_distribution(strategy: str, environ: dict[str, str], timeout_seconds: f
         return None
     if strategy == "mirrored":
         return Distribution(tf.distribute.MirroredStrategy())
-    cluster = read_tf_config(environ.get("TF_CONFIG"))
+    text = environ.get("TF_CONFIG")
+    cluster = read_tf_config(text)
+    if text in _joined:  # a process joins its cluster once (TensorFlow's server cannot restart); later runs reuse it
+        return _joined[text]
     check_port_free(cluster.addresses[cluster.index], cluster.index)
     if not cluster.is_chief:
         wait_for_chief(cluster.addresses[0], cluster.index, timeout_seconds)
@@ -144,7 +148,8 @@ def make_distribution(strategy: str, environ: dict[str, str], timeout_seconds: f
     if multi.num_replicas_in_sync != len(cluster.addresses):
         raise MtlError(f"{multi.num_replicas_in_sync} replicas on {len(cluster.addresses)} workers; mtl trains "
                        "one replica per worker (one device each)", where="TF_CONFIG")
-    return Distribution(multi, cluster.index, len(cluster.addresses))
+    _joined[text] = Distribution(multi, cluster.index, len(cluster.addresses))
+    return _joined[text]
 
 
 def read_tf_config(text: str | None) -> Cluster:

@@ -68,7 +68,12 @@ class RunResult:
 
 
 def train(config: Config, run_dir: str | Path | None = None) -> RunResult:
-    """Train ``config`` in a new run directory (``run_dir``, else ``output.run_dir``, else ``runs/<time>``)."""
+    """Train ``config`` in a new run directory (``run_dir``, else ``output.run_dir``, else ``runs/<time>``).
+    With ``training.distribute`` set, this process trains as its part of the distribution (``run_worker``)."""
+    if config.training.distribute.strategy != "none" and distributed.active() is None:
+        from mtl.training._launch import run_worker  # it calls train again, with the distribution active
+
+        return run_worker(config, run_dir)
     path = Path(run_dir or config.output.run_dir or f"runs/run-{time.strftime('%Y%m%d-%H%M%S')}")
     check_writable(path)  # before the data stage: a read-only place should not cost a data pass
     created = not path.exists()
