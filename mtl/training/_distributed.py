@@ -119,8 +119,8 @@ def barrier(distribution: Distribution) -> None:
     post-training work (evaluation, export) is not mistaken by TensorFlow's coordination service for a lost worker."""
     if distribution.worker_count > 1:
         strategy = distribution.strategy
-        strategy.run(lambda: tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM,
-                                                                             tf.constant(1.0)))
+        tf.function(lambda: strategy.run(lambda: tf.distribute.get_replica_context().all_reduce(
+            tf.distribute.ReduceOp.SUM, tf.constant(1.0))))()
 
 
 # ----------------------------------------------------------------------------- making a strategy
@@ -132,8 +132,9 @@ def make_distribution(strategy: str, environ: dict[str, str], timeout_seconds: f
     """
     if strategy == "none":
         return None
-    if strategy == "mirrored":
-        return Distribution(tf.distribute.MirroredStrategy())
+    if strategy == "mirrored":  # the GPUs, else every logical CPU device (one, unless configured otherwise)
+        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        return Distribution(tf.distribute.MirroredStrategy([device.name for device in devices]))
     text = environ.get("TF_CONFIG")
     cluster = read_tf_config(text)
     if text in _joined:  # a process joins its cluster once (TensorFlow's server cannot restart); later runs reuse it
@@ -174,7 +175,7 @@ def read_tf_config(text: str | None) -> Cluster:
             raise MtlError(f"cluster.{role} must be a list of \"host:port\" strings", where="TF_CONFIG")
         for address in addresses:
             host, _, port = address.rpartition(":")
-            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            if not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
                 raise MtlError(f"cluster.{role}: {address!r} is not host:port", where="TF_CONFIG")
     if len(roles["chief"]) > 1:
         raise MtlError("cluster.chief must name one address", where="TF_CONFIG")
@@ -184,7 +185,7 @@ def read_tf_config(text: str | None) -> Cluster:
     if len(set(addresses)) < len(addresses):
         raise MtlError("cluster names an address twice", where="TF_CONFIG")
     role, index = task.get("type"), task.get("index", 0)
-    if role not in roles or not roles[role]:
+    if not isinstance(role, str) or role not in roles or not roles[role]:
         raise MtlError(f"task.type {role!r} is not a role of the cluster ({', '.join(r for r in roles if roles[r])})",
                        where="TF_CONFIG")
     if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < len(roles[role]):

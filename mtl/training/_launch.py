@@ -61,6 +61,8 @@ def run_worker(config: Config, run_dir: str | Path | None) -> RunResult:
         log.info("worker %d of %d on %s (%s)", distribution.worker_index, distribution.worker_count,
                  ", ".join(cluster.addresses),
                  "chief: writes the run directory" if distribution.is_chief else "scratch directory only")
+    elif distribution is not None:
+        log.info("%s strategy, replicas: %d", settings.strategy, distribution.replicas)
     with distributed.activated(distribution):
         if distributed.is_chief():
             if resuming:
