@@ -8,6 +8,7 @@ epoch's steps, its validation pass and one checkpoint, and no tracing. Peak RSS 
 
     python benchmarks/distributed.py                      # the Adult config, 1 process, 1 and 2 workers
     python benchmarks/distributed.py --rows 20000 --epochs 3 --workers 1 2
+    python benchmarks/distributed.py --text --rows 600 --epochs 2 --batch-size 32   # configs/womens_clothing.yaml
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -43,6 +45,16 @@ def config(data: Path, epochs: int, batch_size: int) -> dict:
     }
 
 
+def text_config(data: Path, epochs: int, batch_size: int) -> dict:
+    """``configs/womens_clothing.yaml`` (fine-tuned all-MiniLM-L6-v2, four tasks) on ``data``, without dropout."""
+    raw = yaml.safe_load((ROOT / "configs" / "womens_clothing.yaml").read_text())
+    raw["data"].pop("dataset")
+    raw["data"]["path"] = str(data)
+    raw["model"]["head"]["dropout"] = 0.0
+    raw["training"].update(epochs=epochs, batch_size=batch_size, verbose=0)
+    return raw
+
+
 def _children(pid: int) -> list[int]:
     path = Path(f"/proc/{pid}/task/{pid}/children")
     try:
@@ -68,8 +80,9 @@ def run(config_file: Path, run_dir: Path, workers: int | None) -> dict:
         command += ["--workers", str(workers)]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
     start = time.monotonic()
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               text=True)
+    log_file = run_dir.with_suffix(".log")
+    log = log_file.open("w")  # a file, not a pipe: the workers' streamed logs would fill a pipe nobody reads yet
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log, text=True)
     peaks: dict[int, float] = {}
     while process.poll() is None:
         watched = _children(process.pid) if workers is not None else [process.pid]
@@ -79,43 +92,50 @@ def run(config_file: Path, run_dir: Path, workers: int | None) -> dict:
                 peaks[pid] = max(peaks.get(pid, 0.0), peak)
         time.sleep(0.2)
     wall = time.monotonic() - start
+    log.close()
+    stderr = log_file.read_text()
     if process.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed:\n{process.stderr.read()[-3000:]}")
+        raise SystemExit(f"{' '.join(command)} failed:\n{stderr[-3000:]}")
+    train_rows = int(re.search(r"mtl: train: (\d+) rows", stderr).group(1))
     checkpoints = sorted((run_dir / "checkpoints").glob("epoch-*.npz"))
     epoch_seconds = checkpoints[-1].stat().st_mtime - checkpoints[-2].stat().st_mtime
-    return {"wall_s": wall, "epoch_s": epoch_seconds, "peak_rss_mib": sorted(peaks.values(), reverse=True)}
+    return {"wall_s": wall, "epoch_s": epoch_seconds, "train_rows": train_rows,
+            "peak_rss_mib": sorted(peaks.values(), reverse=True)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=48842, help="Adult rows (default: all 48,842)")
+    parser.add_argument("--rows", type=int, default=48842, help="rows of the table (default: all of Adult)")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--text", action="store_true", help="the text config (women's clothing reviews, MiniLM)")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     from mtl.data import read_table
 
     with tempfile.TemporaryDirectory(prefix="mtl-bench-distributed-") as tmp:
         root = Path(tmp)
-        frame = read_table(dataset="adult")[0]
+        frame = read_table(dataset="womens_clothing" if args.text else "adult")[0]
         frame = frame.sample(min(args.rows, len(frame)), random_state=0)
         data = root / "adult.csv"
         frame.to_csv(data, index=False)
-        train_rows = int(round(len(frame) * 0.8))
         config_file = root / "c.yaml"
-        config_file.write_text(yaml.safe_dump(config(data, args.epochs, args.batch_size), sort_keys=False))
+        make = text_config if args.text else config
+        config_file.write_text(yaml.safe_dump(make(data, args.epochs, args.batch_size), sort_keys=False))
         load = os.getloadavg()
         print(json.dumps(machine()))
-        print(f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; {len(frame)} rows "
-              f"({train_rows} train), {args.epochs} epochs, global batch {args.batch_size}")
-        print("| setup | wall time s | steady samples/s | peak RSS per process MiB |")
-        print("|---|---|---|---|")
+        print(f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; {len(frame)} rows, "
+              f"{args.epochs} epochs, global batch {args.batch_size}")
+        print("| setup | wall time s | steady samples/s | peak RSS per process MiB | load average after |")
+        print("|---|---|---|---|---|")
         for workers in [None, *args.workers]:
             result = run(config_file, root / f"run-{workers}", workers)
             name = "1 process (Keras fit)" if workers is None else f"--workers {workers}"
             rss = ", ".join(f"{r:.0f}" for r in result["peak_rss_mib"])
-            print(f"| {name} | {result['wall_s']:.1f} | {train_rows / result['epoch_s']:,.0f} | {rss} |", flush=True)
+            samples = result["train_rows"] / result["epoch_s"]
+            load = os.getloadavg()
+            print(f"| {name} | {result['wall_s']:.1f} | {samples:,.0f} | {rss} | {load[0]:.1f} |", flush=True)
         load = os.getloadavg()
         print(f"load average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
 
