@@ -63,6 +63,13 @@ def _children(pid: int) -> list[int]:
         return []
 
 
+def _runs_mtl(pid: int) -> bool:
+    try:
+        return b"mtl.cli" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
 def _peak_rss_mib(pid: int) -> float | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -85,7 +92,8 @@ def run(config_file: Path, run_dir: Path, workers: int | None) -> dict:
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log, text=True)
     peaks: dict[int, float] = {}
     while process.poll() is None:
-        watched = _children(process.pid) if workers is not None else [process.pid]
+        # the workers (the launcher's children that run mtl; not a helper a library spawns for a moment)
+        watched = [pid for pid in _children(process.pid) if _runs_mtl(pid)] if workers is not None else [process.pid]
         for pid in watched:
             peak = _peak_rss_mib(pid)
             if peak is not None:
