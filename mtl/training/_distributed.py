@@ -241,6 +241,7 @@ def fit(model: keras.Model, distribution: Distribution, x: tf.data.Dataset, vali
     train = _distributed_dataset(strategy, x)
     val = _distributed_dataset(strategy, validation_data) if validation_data is not None else None
     val_steps = int(validation_data.cardinality()) if validation_data is not None else 0
+    _build_metrics(strategy, model, x.element_spec)
     train_steps = _steps_function(strategy, model, model.train_step)
     test_steps = _steps_function(strategy, model, model.test_step)
     callback_list = keras.callbacks.CallbackList(callbacks or [], add_history=False, add_progbar=verbose != 0,
@@ -282,6 +283,18 @@ def fit(model: keras.Model, distribution: Distribution, x: tf.data.Dataset, vali
         if model.stop_training:
             break
     callback_list.on_train_end(logs=training_logs)
+
+
+def _build_metrics(strategy: tf.distribute.Strategy, model: keras.Model, spec: Any) -> None:
+    """Create every metric's variables before the step loop: Keras builds some (F1, R2) on their first update, and
+    a ``tf.function`` cannot lift such initialisers out of its loop when a strategy has several local replicas.
+    One evaluation step on a one-row batch whose row weights are all zero, then the metrics are reset."""
+    def zeros(tensor_spec: tf.TensorSpec) -> tf.Tensor:
+        shape = [1 if size is None else size for size in tensor_spec.shape]
+        return tf.fill(shape, "") if tensor_spec.dtype == tf.string else tf.zeros(shape, tensor_spec.dtype)
+
+    strategy.run(model.test_step, args=(tf.nest.map_structure(zeros, spec),))
+    model.reset_metrics()
 
 
 def _distributed_dataset(strategy: tf.distribute.Strategy, dataset: tf.data.Dataset) -> Any:
