@@ -305,7 +305,8 @@ class TrainingConfig(_Strict):
     weighting: WeightingConfig = WeightingConfig()
     mixed_precision: Literal["float32", "mixed_bfloat16", "mixed_float16"] = "float32"
     bucket_by_length: bool = Field(False, description="text: batch training rows of similar length together")
-    distribute: DistributeConfig = DistributeConfig()
+    distribute: DistributeConfig = Field(DistributeConfig(), description="data-parallel training on several devices "
+                                         "or workers (see [Scaling out](scaling.md))")
 
     _coerce_weighting = field_validator("weighting", mode="before")(_weighting)
 
