@@ -37,12 +37,12 @@ def launch_ray(workers: int, config: Config, run_dir: Path, max_restarts: int, a
         if address:
             ray.init(address=address, log_to_driver=True)
         else:  # a local Ray bound to loopback only, with this process's import path for the workers
-            # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0: a worker then gives Ray Train 127.0.0.1 as its address for
-            # TF_CONFIG (by default, the machine's network address)
-            env_vars = {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
-                        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+            # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, inherited by the processes of the local Ray: a worker then gives
+            # Ray Train 127.0.0.1 as its address for TF_CONFIG (by default, the machine's network address)
+            os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
             ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, num_cpus=max(workers, os.cpu_count() or 1),
-                     runtime_env={"env_vars": env_vars})
+                     runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
+                                               "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}})
     with tempfile.TemporaryDirectory(prefix="mtl-ray-") as storage:  # Ray's own records, not the run's
         trainer = TensorflowTrainer(
             _ray_worker,
