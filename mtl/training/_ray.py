@@ -26,6 +26,10 @@ def _ray_worker(settings: dict) -> None:
 def launch_ray(workers: int, config: Config, run_dir: Path, max_restarts: int, address: str | None = None) -> None:
     """Train ``config`` in ``workers`` Ray Train workers (a local Ray on loopback, or the cluster at ``address``);
     Ray restarts the job up to ``max_restarts`` times, each start resuming from the last completed epoch."""
+    if not address:
+        # a local Ray on loopback: read by Ray when imported, inherited by its processes, so that the node (and
+        # each worker's address in TF_CONFIG) is 127.0.0.1, not the machine's network address
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     try:
         import ray
         from ray.train import FailureConfig, RunConfig, ScalingConfig
@@ -37,9 +41,6 @@ def launch_ray(workers: int, config: Config, run_dir: Path, max_restarts: int, a
         if address:
             ray.init(address=address, log_to_driver=True)
         else:  # a local Ray bound to loopback only, with this process's import path for the workers
-            # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, inherited by the processes of the local Ray: a worker then gives
-            # Ray Train 127.0.0.1 as its address for TF_CONFIG (by default, the machine's network address)
-            os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
             ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, num_cpus=max(workers, os.cpu_count() or 1),
                      runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
                                                "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}})
