@@ -71,7 +71,7 @@ def write_eda_report(config: Any, out_dir: str | Path, frame: pd.DataFrame | Non
     for kind, column in configured_columns(config.data.features):
         by_kind.setdefault(kind, []).append(column)
     for kind, columns in by_kind.items():
-        lines += FEATURE_KINDS[kind].eda_section(frame, columns, plots)
+        lines += FEATURE_KINDS[kind].eda_section(frame, columns, plots, config)
     lines += _correlation_section(targets, plots)
 
     report = out_dir / "eda.md"

@@ -1,6 +1,8 @@
 """The documentation: the site builds with warnings as errors, the config reference matches the schema, every page is
-in the nav, and the commands and Python examples marked runnable (a ``<!-- test -->`` line right before the fenced
-block) run as written, in an empty folder beside a link to ``configs/``."""
+in the nav, and every shell block either runs in the tests (``<!-- test -->``, see ``docs_pages.py``) or says why it
+cannot run here (``<!-- not run: reason -->``: a second host, a Docker image, the set-up CI does itself). The pages
+whose examples train models run from ``test_docs_serving.py``, ``test_docs_guides.py`` and ``test_docs_data.py``;
+the quick ones run here."""
 
 import importlib.util
 import os
@@ -12,47 +14,36 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import ROOT
+from docs_pages import DOCS, PAGE_GROUPS, PAGES, run_page, runnable_blocks, trains
 
-DOCS = ROOT / "docs"
-RUNNABLE = re.compile(r"^<!-- test -->\n```(bash|python)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
-
-
-def runnable_blocks(page: Path) -> list[tuple[str, str]]:
-    """``(language, code)`` of each block of ``page`` marked runnable, in order."""
-    return RUNNABLE.findall(page.read_text(encoding="utf-8"))
+QUICK_PAGES = [p.name for p in PAGES if runnable_blocks(p) and not trains(p)]
 
 
-def trains(page: Path) -> bool:
-    """A page whose runnable commands train a model starts several TensorFlow processes (about a minute of CPU):
-    it runs in the slow tier, while the quick pages keep the runner itself in the default tier."""
-    return any(language == "bash" and "mtl train" in code for language, code in runnable_blocks(page))
+def test_every_page_that_trains_is_run_by_one_group():
+    grouped = [name for names in PAGE_GROUPS.values() for name in names]
+    assert len(grouped) == len(set(grouped))
+    assert sorted(grouped) == sorted(p.name for p in PAGES if trains(p))
+    assert {"index.md", "extending.md"} <= set(QUICK_PAGES)
 
 
-PAGES_WITH_COMMANDS = [pytest.param(p.name, marks=[pytest.mark.slow] if trains(p) else [])
-                       for p in sorted(DOCS.glob("*.md")) if runnable_blocks(p)]
+@pytest.mark.parametrize("name", QUICK_PAGES)
+def test_quick_pages_run_as_written(name, tmp_path):
+    run_page(name, tmp_path)
 
 
-def test_the_guides_have_runnable_examples():
-    pages = {param.values[0]: bool(param.marks) for param in PAGES_WITH_COMMANDS}
-    assert pages.get("getting-started.md") is True  # runs in the slow tier
-    assert pages.get("index.md") is False and pages.get("extending.md") is False  # quick: the default tier
+def shell_blocks(page: Path) -> list[tuple[str, str]]:
+    """``(line before the fence, first line of the block)`` of each shell block of ``page``."""
+    lines = page.read_text(encoding="utf-8").splitlines()
+    return [(lines[i - 1] if i else "", lines[i + 1] if i + 1 < len(lines) else "")
+            for i, line in enumerate(lines) if re.fullmatch(r"```(bash|sh|shell|console)", line.strip())]
 
 
-@pytest.mark.parametrize("name", PAGES_WITH_COMMANDS)
-def test_runnable_blocks_run_as_written(name, tmp_path, monkeypatch):
-    blocks = runnable_blocks(DOCS / name)
-    (tmp_path / "configs").symlink_to(ROOT / "configs")
-    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"  # mtl and python of this venv
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PATH": path}
-    namespace: dict = {}
-    monkeypatch.chdir(tmp_path)
-    for number, (language, code) in enumerate(blocks, 1):
-        if language == "bash":
-            done = subprocess.run(["bash", "-euo", "pipefail", "-c", code], cwd=tmp_path, env=env,
-                                  capture_output=True, text=True, timeout=300)
-            assert done.returncode == 0, f"{name}, block {number}:\n{code}\n{done.stdout}\n{done.stderr}"
-        else:
-            exec(compile(code, f"{name} block {number}", "exec"), namespace)  # noqa: S102  the page's own example
+def test_every_shell_block_runs_or_says_why_not():
+    """A command a reader copies has been run by the tests, or the page says why it cannot be run here."""
+    unmarked = [f"{page.name}: {first}" for page in PAGES
+                for before, first in shell_blocks(page)
+                if before != "<!-- test -->" and not re.fullmatch(r"<!-- not run: \S.* -->", before)]
+    assert not unmarked, "mark these blocks <!-- test --> or <!-- not run: reason -->:\n" + "\n".join(unmarked)
 
 
 def test_config_reference_is_generated_from_the_current_schema():

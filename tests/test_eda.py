@@ -197,5 +197,30 @@ def test_text_and_tagging_sections(tmp_path: Path) -> None:
     config = config_from_dict(text_config("unused.jsonl"))
     report = write_eda_report(config, tmp_path, frame=frame, source="atis slice").read_text()
     assert "### slots (tagging, column `slots`)" in report and "| O | " in report
-    assert "## Text feature `text`" in report and "`text (words)` | 200 |" in report
+    assert "## Text feature `text`" in report and "`text (word pieces)` | 200 |" in report
+    assert "the unit of `data.max_length` (32)" in report
     assert (tmp_path / "plots" / "task_slots.png").is_file() and (tmp_path / "plots" / "text_lengths.png").is_file()
+
+
+def test_text_lengths_are_the_reference_tokenizers_word_pieces(tmp_path: Path) -> None:
+    """EDA counts what ``data.max_length`` counts: word pieces of the backbone's tokenizer, [CLS] and [SEP] included,
+    as Hugging Face's tokenizer (the one the weights were trained with) counts them on real reviews."""
+    from tokenizers import Tokenizer
+
+    from mtl.model import builtin_minilm_dir
+
+    frame = read_table(dataset="womens_clothing")[0].dropna(subset=["review_text"]).head(300)
+    reference = Tokenizer.from_file(str(builtin_minilm_dir() / "tokenizer.json"))
+    reference.no_truncation()
+    reference.no_padding()
+    expected = np.array([len(e.ids) for e in reference.encode_batch(frame["review_text"].tolist())])
+    config = config_from_dict({
+        "data": {"dataset": "womens_clothing", "features": {"text": "review_text"}, "max_length": 64},
+        "tasks": {"recommended": {"type": "binary", "column": "recommended_ind"}},
+        "model": {"backbone": {"preset": "all-MiniLM-L6-v2"}}})
+    report = write_eda_report(config, tmp_path, frame=frame, source="reviews slice").read_text()
+    cut = int((expected > 64).sum())
+    assert 0 < cut < len(frame)
+    assert f"- texts longer than 64 word pieces: {cut:,} of 300" in report
+    row = re.search(r"\| `review_text \(word pieces\)` \| 300 \| ([\d.,]+) \|", report)
+    assert row and float(row.group(1).replace(",", "")) == pytest.approx(expected.mean(), abs=0.01)

@@ -103,7 +103,7 @@ class Feature:
         raise NotImplementedError
 
     @classmethod
-    def eda_section(cls, frame: Any, columns: list[str], plots: Path) -> list[str]:
+    def eda_section(cls, frame: Any, columns: list[str], plots: Path, config: Any) -> list[str]:
         """Markdown lines of the EDA report about these columns (``frame`` as read, cells raw)."""
         return []
 

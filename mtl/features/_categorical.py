@@ -110,7 +110,7 @@ class CategoricalFeature(Feature):
         return chosen
 
     @classmethod
-    def eda_section(cls, frame: Any, columns: list[str], plots: Path) -> list[str]:
+    def eda_section(cls, frame: Any, columns: list[str], plots: Path, config: Any) -> list[str]:
         """Cardinality, missing count and the 3 most frequent values of each categorical feature."""
         from mtl.reporting import cell
 

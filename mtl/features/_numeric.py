@@ -102,7 +102,7 @@ class NumericFeature(Feature):
         return value
 
     @classmethod
-    def eda_section(cls, frame: Any, columns: list[str], plots: Path) -> list[str]:
+    def eda_section(cls, frame: Any, columns: list[str], plots: Path, config: Any) -> list[str]:
         """Summary statistics of each numeric feature and one grid of histograms."""
         import pandas as pd
 

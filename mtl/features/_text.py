@@ -107,20 +107,35 @@ class TextFeature(Feature):
         return value
 
     @classmethod
-    def eda_section(cls, frame: Any, columns: list[str], plots: Path) -> list[str]:
-        """How many rows have text, and how long the texts are in white-space words (a lower bound on their word
-        pieces, what ``data.max_length`` counts: every word is one piece or more)."""
-        from mtl.data._text import split_words
-        from mtl.reporting import histograms, stats_table
+    def eda_section(cls, frame: Any, columns: list[str], plots: Path, config: Any) -> list[str]:
+        """How many rows have text, and how long the texts are in word pieces of ``model.backbone``'s tokenizer
+        (``[CLS]`` and ``[SEP]`` included: the unit of ``data.max_length``), with the share that a window cuts."""
+        import pandas as pd
+
+        from mtl.model._backbones import load_tokenizer
+        from mtl.model._text import word_piece_lengths
+        from mtl.reporting import histograms, pct, stats_table
 
         (column,) = columns
         values = frame[column]
         absent = values.map(is_missing).to_numpy(dtype=bool)
-        words = values[~absent].map(lambda t: len(split_words(str(t))))
+        backbone = config.model.backbone
+        if backbone is None:  # the config was checked before: a text column always has a backbone then
+            from mtl.config import BackboneConfig
+
+            backbone = BackboneConfig()
+        texts = np.asarray(cells(values.to_numpy(dtype=object), column, None, _text), dtype=object)[~absent]
+        pieces = word_piece_lengths(load_tokenizer(backbone), texts)
+        limit = config.data.max_length
+        cut = int((pieces > limit).sum())
+        handling = ("read whole in overlapping windows (`data.window.stride`)" if config.data.window
+                    else "cut to their first window")
+        label = f"{column} (word pieces)"
         lines = [f"## Text feature `{column}`", "", f"- rows without text: {int(absent.sum()):,} of {len(values):,} "
                  "(dropped before training)",
-                 "- lengths below are in white-space words; `data.max_length` counts word pieces ([CLS] and [SEP] "
-                 "included), and a word is one word piece or more, so a text of more than max_length - 2 words is "
-                 "always cut (or windowed)", "", *stats_table({f"{column} (words)": words})]
-        histograms({f"{column} (words)": words}, plots / "text_lengths.png")
+                 f"- lengths below are in word pieces of the backbone's tokenizer, [CLS] and [SEP] included: the unit "
+                 f"of `data.max_length` ({limit})",
+                 f"- texts longer than {limit} word pieces: {cut:,} of {len(pieces):,} ({pct(cut, len(pieces))}), "
+                 f"{handling}", "", *stats_table({label: pd.Series(pieces)})]
+        histograms({label: pd.Series(pieces)}, plots / "text_lengths.png")
         return [*lines, "", "![text lengths](plots/text_lengths.png)", ""]

@@ -103,7 +103,7 @@ class VectorFeature(Feature):
         return value
 
     @classmethod
-    def eda_section(cls, frame: Any, columns: list[str], plots: Path) -> list[str]:
+    def eda_section(cls, frame: Any, columns: list[str], plots: Path, config: Any) -> list[str]:
         """Each vector column's width(s) and missing count."""
         lines = ["## Vector features", "", "| feature | widths | missing |", "|---|---|---:|"]
         for c in columns:

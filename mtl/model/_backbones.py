@@ -197,11 +197,20 @@ def resolve_preset(preset: str) -> str:
 
 def load_backbone(config: Any) -> tuple[Any, Any]:
     """``(backbone, tokenizer)`` for ``model.backbone``; errors name the preset."""
+    return _load(config, with_backbone=True)
+
+
+def load_tokenizer(config: Any) -> Any:
+    """The tokenizer of ``model.backbone`` alone (no weights loaded): what ``mtl eda`` counts word pieces with."""
+    return _load(config, with_backbone=False)[1]
+
+
+def _load(config: Any, with_backbone: bool) -> tuple[Any, Any]:
     if config.architecture is not None:
-        return _built(config.architecture)
+        return _built(config.architecture, with_backbone)
     preset = resolve_preset(config.preset)
     try:
-        backbone = keras_hub.models.Backbone.from_preset(preset)
+        backbone = keras_hub.models.Backbone.from_preset(preset) if with_backbone else None
         tokenizer = reference_tokenizer(keras_hub.models.Tokenizer.from_preset(preset))
     except MtlError:
         raise
@@ -215,11 +224,13 @@ def load_backbone(config: Any) -> tuple[Any, Any]:
     return backbone, tokenizer
 
 
-def _built(arch: Any) -> tuple[Any, Any]:
+def _built(arch: Any, with_backbone: bool = True) -> tuple[Any, Any]:
     vocabulary = arch.vocabulary or str(builtin_minilm_dir() / "vocab.txt")
     if not Path(vocabulary).is_file():
         raise MtlError(f"{vocabulary} is not a file", where="model.backbone.architecture.vocabulary")
     tokenizer = ReferenceBertTokenizer(vocabulary=vocabulary, lowercase=True, strip_accents=True)
+    if not with_backbone:
+        return None, tokenizer
     backbone = keras_hub.models.BertBackbone(
         vocabulary_size=tokenizer.vocabulary_size(), num_layers=arch.num_layers, num_heads=arch.num_heads,
         hidden_dim=arch.hidden_dim, intermediate_dim=arch.intermediate_dim,

@@ -24,7 +24,31 @@ from __future__ import annotations
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
+
+
+def split_into_pieces(tokenize: Any, text: Any) -> tuple[Any, Any]:
+    """``(words [B, W] ragged, pieces [N words, P] ragged int32)``: ``text`` split on white space, each word into
+    word pieces by ``tokenize`` (a tokenizer's ``tokenize`` run as a ``tf.function``)."""
+    words = tf.strings.split(tf.reshape(text, [-1]))
+    pieces = tokenize(words.flat_values)
+    if not isinstance(pieces, tf.RaggedTensor):
+        pieces = tf.RaggedTensor.from_tensor(pieces)
+    return words, tf.cast(pieces, tf.int32)
+
+
+def word_piece_lengths(tokenizer: Any, texts: Any, batch_size: int = 4096) -> np.ndarray:
+    """Each text's length in tokens as ``TextEncoder`` reads it before windowing: its word pieces plus ``[CLS]``
+    and ``[SEP]`` (what ``data.max_length`` is compared with)."""
+    tokenize = tf.function(tokenizer.tokenize, autograph=False)
+    texts = np.asarray(texts, dtype=object).reshape(-1)
+    lengths = []
+    for start in range(0, len(texts), batch_size):
+        words, pieces = split_into_pieces(tokenize, tf.constant(texts[start:start + batch_size].astype(str)))
+        per_word = tf.RaggedTensor.from_row_splits(pieces.row_lengths(), tf.cast(words.row_splits, tf.int64))
+        lengths.append(tf.reduce_sum(per_word, axis=1).numpy() + 2)
+    return np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int64)
 
 
 @keras.saving.register_keras_serializable("mtl")
@@ -69,11 +93,7 @@ class TextEncoder(keras.layers.Layer):
     # ------------------------------------------------------------------ tokens and windows
     def _pieces(self, text: Any) -> tuple[Any, Any]:
         """``(words [B, W] ragged, pieces [N words, P] ragged)``."""
-        words = tf.strings.split(tf.reshape(text, [-1]))
-        pieces = self._tokenize(words.flat_values)
-        if not isinstance(pieces, tf.RaggedTensor):
-            pieces = tf.RaggedTensor.from_tensor(pieces)
-        return words, tf.cast(pieces, tf.int32)
+        return split_into_pieces(self._tokenize, text)
 
     def _windows(self, words: Any, pieces: Any) -> dict[str, Any]:
         content = self.max_length - 2
