@@ -208,7 +208,8 @@ def test_killed_worker_stops_the_job_and_the_same_command_resumes(tmp_path, gapp
     """Missing labels and a weight schedule; worker 1 killed by SIGKILL after the first epoch's checkpoint: one
     line, no worker left; the same command resumes and ends where the uninterrupted one-process run ends, with one
     history row per epoch."""
-    raw = tiny_config(str(gappy_csv), training__epochs=3, training__batch_size=8, training__steps_per_execution=1,
+    # 56 steps per epoch, 4 per call: each call reads every metric across the workers (a collective each)
+    raw = tiny_config(str(gappy_csv), training__epochs=3, training__batch_size=8, training__steps_per_execution=4,
                       tasks__income__weight={"schedule": "linear", "start": 0.2, "end": 1.0})
     config = write_yaml(tmp_path / "c.yaml", raw)
     command = [sys.executable, "-m", "mtl.cli", "train", "--config", str(config), "--workers", "2",
@@ -222,7 +223,7 @@ def test_killed_worker_stops_the_job_and_the_same_command_resumes(tmp_path, gapp
             time.sleep(0.01)
         workers = _children(launcher.pid)
         assert len(workers) == 2, (tmp_path / "first.log").read_text()[-3000:]
-        os.kill(workers[1], signal.SIGKILL)  # worker 1, in epoch 2 (60 steps of 8 rows each)
+        os.kill(workers[1], signal.SIGKILL)  # worker 1, in epoch 2
         code = launcher.wait(timeout=300)
     stderr = (tmp_path / "first.log").read_text()
     assert code == 2, stderr[-3000:]
