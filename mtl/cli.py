@@ -36,6 +36,12 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--allow-data-change", action="store_true",
                        help="with --resume: continue even though the data differs from the run's (recorded in "
                             "metrics.json)")
+    # data-parallel training on tf.distribute (issue 12, docs/scaling.md)
+    train.add_argument("--workers", type=int, metavar="N",
+                       help="train in N local worker processes joined by TF_CONFIG on loopback ports")
+    train.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                       help="train in --workers N (default 2) Ray Train workers; ADDRESS joins a running Ray cluster "
+                            "(default: a local one). Needs the mtl[ray] extra")
 
     tune = commands.add_parser("tune", help="search the config's tune.space with Optuna, one run per trial")
     tune.add_argument("--config", required=True, help="YAML config file with a tune section")
@@ -190,22 +196,75 @@ def main(argv: list[str] | None = None) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from mtl.config import load_config
-    from mtl.training import resume, train
+    from mtl.training import resume, run_worker, train
 
     if args.resume:
         if args.set or args.run_dir:
             raise MtlError("--resume continues a run as it was configured; drop --set and --run-dir")
-        result = resume(args.resume, allow_data_change=args.allow_data_change)
+    elif args.allow_data_change:
+        raise MtlError("--allow-data-change only goes with --resume", where="--allow-data-change")
+    if args.workers is not None or args.ray is not None:
+        return _train_workers(args)
+    if args.resume:
+        config = load_config(Path(args.resume) / "config.yaml") if (Path(args.resume) / "config.yaml").is_file() \
+            else None
+        if config is not None and config.training.distribute.strategy != "none" and not args.allow_data_change:
+            result = run_worker(config, args.resume)
+        else:
+            result = resume(args.resume, allow_data_change=args.allow_data_change)
     else:
-        if args.allow_data_change:
-            raise MtlError("--allow-data-change only goes with --resume", where="--allow-data-change")
-        result = train(load_config(args.config, args.set), args.run_dir)
-    print(f"run directory: {result.run_dir}")
+        config = load_config(args.config, args.set)
+        distributed = config.training.distribute.strategy != "none"
+        result = run_worker(config, args.run_dir) if distributed else train(config, args.run_dir)
+    if not result.metrics:  # a worker of a distributed run: the chief reports
+        print(f"worker finished (the chief writes the run directory; scratch {result.run_dir} removed)")
+        return 0
+    _print_result(result.run_dir, result.metrics)
+    return 0
+
+
+def _train_workers(args: argparse.Namespace) -> int:
+    """``mtl train --workers N`` / ``--ray``: start the workers, fail as one, report like one run."""
+    import json
+    import time
+
+    from mtl.config import load_config
+    from mtl.training import check_several_workers, launch_ray, launch_workers, resumable, worker_arguments
+    from mtl.training._run import _holds_files, _not_empty
+
+    workers = args.workers if args.workers is not None else 2
+    if workers < 1:
+        raise MtlError(f"must be at least 1, got {workers}", where="--workers")
+    if args.resume:
+        run_dir = Path(args.resume)
+        if not resumable(run_dir):
+            raise MtlError(f"{run_dir} is not an unfinished run with a checkpoint", where="--resume")
+        config = load_config(run_dir / "config.yaml")
+        if config.training.distribute.strategy != "multi_worker":
+            raise MtlError(f"{run_dir} was not trained by workers (training.distribute.strategy is "
+                           f"{config.training.distribute.strategy}); resume it without --workers", where="--resume")
+    else:
+        config = load_config(args.config, [*args.set, "training.distribute.strategy=multi_worker"])
+        run_dir = Path(args.run_dir or config.output.run_dir or f"runs/run-{time.strftime('%Y%m%d-%H%M%S')}")
+        if run_dir.exists() and _holds_files(run_dir) and not resumable(run_dir):
+            raise _not_empty(run_dir)
+    check_several_workers(config)
+    created = not run_dir.exists()
+    max_restarts = config.training.distribute.max_restarts
+    if args.ray is not None:
+        launch_ray(workers, config, run_dir, max_restarts, address=args.ray or None)
+    else:
+        launch_workers(workers, worker_arguments(args, run_dir), run_dir, max_restarts, created)
+    _print_result(run_dir, json.loads((run_dir / "metrics.json").read_text(encoding="utf-8")))
+    return 0
+
+
+def _print_result(run_dir: Path, metrics: dict) -> None:
+    print(f"run directory: {run_dir}")
     for split in ("val", "test"):
-        for task, scores in result.metrics[split].items():
+        for task, scores in metrics[split].items():
             shown = ", ".join(f"{k} {v:.4f}" for k, v in scores.items() if k != "n")
             print(f"{split:>4} {task}: {shown} (n={scores['n']})")
-    return 0
 
 
 def _tune(args: argparse.Namespace) -> int:

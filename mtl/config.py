@@ -291,6 +291,15 @@ def _weighting(value: Any) -> Any:
     return {"name": value} if isinstance(value, str) else value
 
 
+class DistributeConfig(_Strict):
+    """``training.distribute``: data-parallel training on ``tf.distribute`` (docs/scaling.md)."""
+
+    strategy: Literal["none", "mirrored", "multi_worker"] = Field(
+        "none", description="mirrored: every local device; multi_worker: the cluster named by TF_CONFIG")
+    max_restarts: int = Field(0, ge=0, description="mtl train --workers/--ray: restart a failed job this many times")
+    timeout_seconds: float = Field(120.0, gt=0, description="how long a worker waits for the chief to be reachable")
+
+
 class TrainingConfig(_Strict):
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(256, ge=1)
@@ -309,6 +318,8 @@ class TrainingConfig(_Strict):
     bucket_by_length: bool = Field(False, description="text: batch training rows of similar length together")
     skip_unlabelled_rows: bool = Field(True, description="iterate only over training rows that carry a label after "
                                        "label_fraction and SMOTE (false: every row, as many steps per epoch as rows)")
+    distribute: DistributeConfig = Field(DistributeConfig(), description="data-parallel training on several devices "
+                                         "or workers (see [Scaling out](scaling.md))")
 
     _coerce_weighting = field_validator("weighting", mode="before")(_weighting)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import keras
+import tensorflow as tf
 
 
 @keras.saving.register_keras_serializable("mtl")
@@ -46,7 +47,10 @@ def dense_stack(x: Any, units: list[int], activation: str, dropout: float, norm:
             dense_layers.append(dense)
         x = dense(x)
         if norm == "batch":
-            x = keras.layers.BatchNormalization(name=f"{prefix}_bn_{i}", trainable=trainable)(x)
+            # under a tf.distribute strategy, the statistics of the global batch (all replicas' rows), as in one
+            # process
+            x = keras.layers.BatchNormalization(name=f"{prefix}_bn_{i}", trainable=trainable,
+                                                synchronized=tf.distribute.has_strategy())(x)
         elif norm == "layer":
             x = keras.layers.LayerNormalization(name=f"{prefix}_ln_{i}", trainable=trainable)(x)
         if dropout:

@@ -28,7 +28,7 @@ RUNNABLE = re.compile(r"^<!-- test -->\n```(bash|python)\n(.*?)^```$", re.MULTIL
 # Pages whose examples train models (a minute or more each), by the test file that runs them.
 PAGE_GROUPS = {
     "serving": ["serving.md", "export-and-serve.md"],
-    "guides": ["workflow.md", "runs.md", "low-label.md"],
+    "guides": ["workflow.md", "runs.md", "low-label.md", "scaling.md"],
     "data": ["README.md", "getting-started.md", "streaming.md", "tabular-and-text.md"],
 }
 

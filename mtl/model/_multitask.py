@@ -29,11 +29,27 @@ def masked_mean(per_example: Any, weight: Any) -> tuple[Any, Any]:
     weight = keras.ops.cast(weight, per_example.dtype)
     labelled = weight > 0
     count = keras.ops.sum(keras.ops.cast(labelled, per_example.dtype))
+    replicas = replica_count()
     context = tf.distribute.get_replica_context()
-    if context is not None and context.num_replicas_in_sync > 1:
+    if replicas > 1:
         count = context.all_reduce(tf.distribute.ReduceOp.SUM, count)
     total = keras.ops.sum(keras.ops.where(labelled, per_example * weight, 0.0))
-    return total / keras.ops.maximum(count, 1.0), count
+    mean = total / keras.ops.maximum(count, 1.0)
+    if replicas > 1:
+        # value: the global mean (every replica weighs, logs and tracks the same loss); gradient: this replica's
+        # share times the replica count. ``train_step`` divides its loss by the count, so the replicas' summed
+        # gradients are those of the global loss, also for terms that do not depend on the rows (a learned
+        # strategy's own parameters and regulariser)
+        share = mean * replicas
+        global_mean = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.stop_gradient(mean))
+        mean = global_mean + (share - tf.stop_gradient(share))
+    return mean, count
+
+
+def replica_count() -> int:
+    """Replicas training in sync (1 outside a ``tf.distribute`` strategy's replica context)."""
+    context = tf.distribute.get_replica_context()
+    return context.num_replicas_in_sync if context is not None else 1
 
 
 def _labels_where_weighted(labels: Any, weight: Any) -> Any:
@@ -65,8 +81,10 @@ class MultiTaskModel(keras.Model):
         missing = set(self.tasks) - set(self.output)
         if missing:
             raise ValueError(f"tasks {sorted(missing)} have no output of the same name")
+        # assigned inside the step: under a distribution strategy every replica computes the same value
         self.task_weights = {
-            name: keras.Variable(1.0, trainable=False, dtype="float32", name=f"{name}_weight") for name in self.tasks
+            name: keras.Variable(1.0, trainable=False, dtype="float32", name=f"{name}_weight",
+                                 aggregation="only_first_replica") for name in self.tasks
         }
         self.weighting: WeightingStrategy = make_strategy(self.weighting_config, list(self.tasks))
         self.loss_tracker = keras.metrics.Mean(name="loss")
@@ -126,9 +144,9 @@ class MultiTaskModel(keras.Model):
             extra = self.weighting.extra_loss()
             if extra is not None:
                 loss = loss + extra
-            scaled = self.optimizer.scale_loss(loss)
+            scaled = self.optimizer.scale_loss(loss / replica_count())  # see masked_mean
         variables = self.trainable_variables
-        gradients = tape.gradient(scaled, variables)
+        gradients = _dense(tape.gradient(scaled, variables))
         self.optimizer.apply(gradients, variables)
         if weights is not None:
             self.set_task_weights(weights)
@@ -146,7 +164,7 @@ class MultiTaskModel(keras.Model):
             scaled = {name: self.optimizer.scale_loss(weights[name] * losses[name]) for name in names}
             regular = self.optimizer.scale_loss(keras.ops.sum(keras.ops.stack(self.losses))) if self.losses else None
         variables = self.trainable_variables
-        per_task = {name: tape.gradient(scaled[name], variables) for name in names}
+        per_task = {name: _global_gradients(tape.gradient(scaled[name], variables)) for name in names}
         regular_grads = tape.gradient(regular, variables) if regular is not None else [None] * len(variables)
         del tape
         shared = [i for i in range(len(variables)) if sum(per_task[n][i] is not None for n in names) >= 2]
@@ -160,6 +178,9 @@ class MultiTaskModel(keras.Model):
                 parts.append(regular_grads[i])
             gradients.append(tf.add_n([tf.convert_to_tensor(p) for p in parts]) if parts
                              else keras.ops.zeros_like(variable))
+        replicas = replica_count()
+        if replicas > 1:  # every replica holds the global gradient; the optimizer sums the replicas' gradients
+            gradients = [g / replicas for g in gradients]
         self.optimizer.apply(gradients, variables)
         self.set_task_weights(weights)
         loss = self.combine_task_losses(task_losses, weights)
@@ -235,6 +256,32 @@ class MultiTaskModel(keras.Model):
     def get_config(self) -> dict:
         return {**super().get_config(), "tasks": self.task_configs, "features": self.feature_configs,
                 "weighting": self.weighting_config}
+
+
+def _dense(gradients: list[Any]) -> list[Any]:
+    """Embedding gradients (``IndexedSlices``, one slice per lookup) summed into dense tensors, in one process and
+    under a distribution strategy alike. Why: Keras 3's optimizers square a sparse gradient slice by slice (Adam's
+    second moment then counts a category seen twice in a batch as two squares, not as the square of its summed
+    gradient), so the update would depend on how a batch's rows are split across replicas; a dense gradient gives
+    the textbook update, the same on any number of workers. And TensorFlow's collective all-reduce of
+    ``IndexedSlices`` inside the step loop fails with a shape mismatch between workers (checked with 2 workers)."""
+    return [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in gradients]
+
+
+def _global_gradients(gradients: list[Any]) -> list[Any]:
+    """Under a distribution strategy, a task's gradients summed over replicas and divided by their count (see
+    ``masked_mean``): the gradient of the global task loss, the same on every replica, which a gradient-level
+    strategy combines as in one process. Unchanged in one process."""
+    replicas = replica_count()
+    present = [i for i, g in enumerate(gradients) if g is not None]
+    if replicas == 1 or not present:
+        return gradients
+    summed = tf.distribute.get_replica_context().all_reduce(
+        tf.distribute.ReduceOp.SUM, [tf.convert_to_tensor(gradients[i]) for i in present])
+    out = list(gradients)
+    for i, g in zip(present, summed, strict=True):
+        out[i] = g / replicas
+    return out
 
 
 def _concatenate(parts: list[np.ndarray]) -> np.ndarray:

@@ -38,6 +38,7 @@ from mtl.evaluation import choose_on_validation, evaluate_split, predict, predic
 from mtl.model import MultiTaskModel, backbone_variables, build_model
 from mtl.tasks import Task, decode_hierarchy
 from mtl.training import _checkpoints as checkpoints
+from mtl.training import _distributed as distributed
 from mtl.training._batches import to_dataset
 from mtl.training._callbacks import (
     DivergenceGuard,
@@ -72,7 +73,12 @@ class RunResult:
 
 
 def train(config: Config, run_dir: str | Path | None = None) -> RunResult:
-    """Train ``config`` in a new run directory (``run_dir``, else ``output.run_dir``, else ``runs/<time>``)."""
+    """Train ``config`` in a new run directory (``run_dir``, else ``output.run_dir``, else ``runs/<time>``).
+    With ``training.distribute`` set, this process trains as its part of the distribution (``run_worker``)."""
+    if config.training.distribute.strategy != "none" and distributed.active() is None:
+        from mtl.training._launch import run_worker  # it calls train again, with the distribution active
+
+        return run_worker(config, run_dir)
     path = Path(run_dir or config.output.run_dir or f"runs/run-{time.strftime('%Y%m%d-%H%M%S')}")
     check_writable(path)  # before the data stage: a read-only place should not cost a data pass
     _check_cache_dir(config, path)
@@ -284,6 +290,16 @@ def _callbacks(config: Config, tasks: dict[str, Task], path: Path, has_val: bool
     return callbacks
 
 
+def _compiled_model(config: Config, data: PreparedData | StreamingData, tasks: dict[str, Task],
+                    steps_per_epoch: int) -> MultiTaskModel:
+    t = config.training
+    model = build_model(config.model, tasks, data.features, weighting=t.weighting.model_dump())
+    model.compile(optimizer=make_optimizer(config, steps_per_epoch, backbone_variables(model)),
+                  jit_compile=t.jit_compile, steps_per_execution=min(t.steps_per_execution, steps_per_epoch))
+    distributed.prepare(model)
+    return model
+
+
 def teaching_rows(split: SplitData) -> SplitData:
     """The rows of a training split that carry at least one label (after ``label_fraction`` and SMOTE): a row with
     no label adds nothing to any masked loss, so training does not iterate over it."""
@@ -365,12 +381,10 @@ def _run(config: Config, data: PreparedData, tasks: dict[str, Task], path: Path,
     keras.config.set_dtype_policy(t.mixed_precision)
     kept_epoch = resume_from[1].epoch if resume_from else 0
     try:
-        model = build_model(config.model, tasks, data.features, weighting=t.weighting.model_dump())
         train, train_rows = _training_rows(data, t.skip_unlabelled_rows, t.batch_size)
         steps_per_epoch = math.ceil(train_rows / t.batch_size)
-        optimizer = make_optimizer(config, steps_per_epoch, backbone_variables(model))
-        model.compile(optimizer=optimizer, jit_compile=t.jit_compile,
-                      steps_per_execution=min(t.steps_per_execution, steps_per_epoch))
+        with distributed.scope():  # a no-op in one process
+            model = _compiled_model(config, data, tasks, steps_per_epoch)
         has_val = len(data.val) > 0
         callbacks = _callbacks(config, tasks, path, has_val, record)
         checkpoint = next(c for c in callbacks if isinstance(c, EpochCheckpoint))
@@ -389,7 +403,7 @@ def _run(config: Config, data: PreparedData, tasks: dict[str, Task], path: Path,
             verbose = fit_verbosity(t.verbose)
             if verbose == 2:
                 callbacks.append(EpochLine(t.epochs))
-            model.fit(
+            distributed.fit_function(model)(  # model.fit, or under training.distribute the same in a loop
                 _train_dataset(config, data, train, initial_epoch),
                 validation_data=_held_out_dataset(data, "val", t.batch_size) if has_val else None,
                 epochs=t.epochs, initial_epoch=initial_epoch, callbacks=callbacks, verbose=1 if verbose == 1 else 0,
@@ -397,6 +411,9 @@ def _run(config: Config, data: PreparedData, tasks: dict[str, Task], path: Path,
         elif early is not None and early.restored_weights:
             model.set_weights(early.best_weights)  # what fit's end would have done: killed after the last epoch
         kept_epoch = checkpoint.epochs_saved
+        if not distributed.is_chief():  # a worker's part ends with training: the chief writes the run
+            return RunResult(path, {}, pd.DataFrame(), model, tasks, data)
+        model = distributed.local_model(model, lambda: _compiled_model(config, data, tasks, steps_per_epoch))
         splits = {"val": data.val, "test": data.test}
         batch_size = t.batch_size if data.words_column else 1024
         if data.streaming:  # one pass over each held-out split: its targets and the model's outputs

@@ -36,9 +36,11 @@ class GradNorm(WeightingStrategy):
         self.alpha = float(alpha)
         self.lr = float(lr)
         self.layers = list(layers) if layers is not None else None
-        self.weights_now = {n: self.add_weight(shape=(), initializer="ones", trainable=False, name=f"{n}_weight")
+        self.weights_now = {n: self.add_weight(shape=(), initializer="ones", trainable=False, name=f"{n}_weight",
+                                            aggregation="only_first_replica")
                             for n in self.task_names}
         self.initial_losses = self.add_weight(shape=(len(self.task_names),), initializer="zeros", trainable=False,
+                                              aggregation="only_first_replica",
                                               name="initial_losses")
 
     def task_weights(self, task_losses: dict[str, Any], step: Any) -> dict[str, Any]:
