@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 RUN_DIR ?= runs/default-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: install train test test-fast lint eda docs clean
+.PHONY: install train test test-fast test-extended lint eda docs clean
 
 $(STAMP): requirements.txt requirements-data.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ test: $(STAMP)  ## the whole suite, slow real-data tests included
 
 test-fast: $(STAMP)  ## the edit loop: every test but the slow real-data and real-weights ones
 	$(PY) -m pytest -q -ra -m "not slow" -x -n 2 --dist loadfile
+
+test-extended: $(STAMP)  ## the opt-in tests (Ray, benchmark smoke runs, long real-weights runs): not run by CI
+	$(PY) -m pip install --quiet "ray[train]==2.60.0"  # the mtl[ray] extra (pyproject.toml)
+	$(PY) -m pytest -q -ra -n 2 --dist loadfile --extended -m extended
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

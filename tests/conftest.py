@@ -217,3 +217,20 @@ def _put_marker(markers: dict[int, Path], base: Path, version: str, marker: int)
 def put_marker():  # noqa: ANN201
     """``put_marker(markers, base, version, marker)`` exports a marker model as ``base/version``."""
     return _put_marker
+
+
+# ----------------------------------------------------------------------------- the opt-in tier
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--extended", action="store_true",
+                     help="also run the opt-in tests marked extended (make test-extended; minutes each)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``extended`` (the Ray launcher, the benchmarks' smoke runs, the long real-weights runs) run only
+    with ``--extended``: CI's ``make test`` stays within its time budget, ``make test-extended`` runs them."""
+    if config.getoption("--extended"):
+        return
+    deselected = [item for item in items if item.get_closest_marker("extended")]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [item for item in items if not item.get_closest_marker("extended")]

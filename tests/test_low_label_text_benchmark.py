@@ -24,7 +24,7 @@ def test_label_subsets_are_stratified_and_nested() -> None:
     assert set(bench.label_subset(labels, 0.02, 4)) != set(small)
 
 
-@pytest.mark.slow
+@pytest.mark.extended  # minutes of MiniLM: the benchmark's smoke run is opt-in
 def test_quick_run_prints_the_table(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     bench = _benchmark()
     out = tmp_path / "runs.json"

@@ -18,7 +18,7 @@ def bench(monkeypatch: pytest.MonkeyPatch) -> Any:
     return benchmark_module("text_throughput")
 
 
-@pytest.mark.slow
+@pytest.mark.extended  # minutes of MiniLM: the benchmark's smoke run is opt-in
 def test_quick_run_reports_embedding_and_training(bench: Any, tmp_path: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "results.json"

@@ -160,7 +160,7 @@ def test_two_workers_match_one_process(tmp_path, gappy_csv):
     _train_on_two_workers(tmp_path, runs)
 
 
-@pytest.mark.slow
+@pytest.mark.extended  # the default tier checks a learned strategy (uncertainty); these add minutes
 @pytest.mark.timeout(1800)
 def test_two_workers_with_gradient_strategies_match_one_process(tmp_path, gappy_csv):
     runs = {name: tiny_config(str(gappy_csv), training__batch_size=64, training__steps_per_execution=2,
@@ -356,10 +356,9 @@ def test_smote_with_several_workers(capsys, tmp_path, gappy_csv):
     assert "SMOTE" in _train_line(capsys, config, "--workers", "2")
 
 
-@pytest.mark.slow
+@pytest.mark.extended  # needs the mtl[ray] extra (make test-extended installs it)
 @pytest.mark.timeout(1800)
 def test_ray_two_workers_match_one_process(tmp_path, gappy_csv):
-    pytest.importorskip("ray.train", reason="Ray Train is not installed (pip install 'mtl[ray]')")
     raw = tiny_config(str(gappy_csv), training__batch_size=64, training__steps_per_execution=2,
                       tasks__income__weight={"schedule": "linear", "start": 0.2, "end": 1.0})
     config = write_yaml(tmp_path / "c.yaml", raw)
@@ -375,7 +374,7 @@ def test_ray_two_workers_match_one_process(tmp_path, gappy_csv):
     _assert_same_run(tmp_path / "one", tmp_path / "two")
 
 
-@pytest.mark.slow
+@pytest.mark.extended  # the default tier kills a worker and resumes by hand; this is the automatic restart
 @pytest.mark.timeout(1800)
 def test_max_restarts_restarts_the_workers_after_a_kill(tmp_path, gappy_csv):
     raw = tiny_config(str(gappy_csv), training__epochs=3, training__batch_size=8, training__steps_per_execution=1,

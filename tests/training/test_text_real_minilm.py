@@ -9,7 +9,7 @@ from mtl.config import config_from_dict
 from mtl.export import export_run
 
 
-@pytest.mark.slow
+@pytest.mark.extended  # CI runs real MiniLM through docs/tabular-and-text.md and the fine-tuning defaults test
 def test_minilm_learns_atis_and_serves_word_tags(tmp_path, atis_frame):
     frame = pd.concat([atis_frame[atis_frame["split"] == s].head(n) for s, n in (("train", 600), ("test", 150))],
                       ignore_index=True)
