@@ -51,7 +51,12 @@ class BackboneRate:
 
 _KINDS = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW, "sgd": keras.optimizers.SGD,
           "rmsprop": keras.optimizers.RMSprop}
-_WITH_BACKBONE_RATE = {name: type(cls.__name__, (BackboneRate, cls), {}) for name, cls in _KINDS.items()}
+# Registered, so that a model file whose compile config names one of them loads (as the plain optimizer it extends:
+# the backbone's variables are set again by ``make_optimizer`` when a run resumes).
+_WITH_BACKBONE_RATE = {
+    name: keras.saving.register_keras_serializable("mtl", f"BackboneRate{cls.__name__}")(
+        type(f"BackboneRate{cls.__name__}", (BackboneRate, cls), {}))
+    for name, cls in _KINDS.items()}
 
 
 def make_optimizer(config: Any, steps_per_epoch: int, backbone_variables: list[Any] | None = None
