@@ -12,11 +12,14 @@ The pages that train models are split over several test files (``PAGE_GROUPS``) 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import re
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from conftest import ROOT
@@ -48,8 +51,29 @@ def trains(page: Path) -> bool:
                for language, code in runnable_blocks(page))
 
 
+@contextlib.contextmanager
+def _servers_one_page_at_a_time(blocks: list[tuple[str, str]]):
+    """Pages that start servers use the documented ports (8500, 8501, 6006); the test files run on two pytest-xdist
+    workers, so such pages take turns (a lock file shared by the workers)."""
+    if not any(re.search(r"mtl serve|tensorboard", code) for _, code in blocks):
+        yield
+        return
+    with open(Path(tempfile.gettempdir()) / "mtl-docs-servers.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def run_page(name: str, folder: Path) -> None:
     """Run every runnable block of page ``name`` in ``folder``; a failing block fails with its output."""
+    blocks = runnable_blocks(page_path(name))
+    with _servers_one_page_at_a_time(blocks):
+        _run_blocks(name, blocks, folder)
+
+
+def _run_blocks(name: str, blocks: list[tuple[str, str]], folder: Path) -> None:
     (folder / "configs").symlink_to(ROOT / "configs")
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"  # mtl and python of this venv
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PATH": path}
@@ -58,7 +82,7 @@ def run_page(name: str, folder: Path) -> None:
     here = os.getcwd()
     os.chdir(folder)
     try:
-        for number, (language, code) in enumerate(runnable_blocks(page_path(name)), 1):
+        for number, (language, code) in enumerate(blocks, 1):
             if language == "python":
                 exec(compile(code, f"{name} block {number}", "exec"), namespace)  # noqa: S102  the page's example
                 continue
