@@ -8,6 +8,7 @@ the batch, and under a ``tf.distribute`` strategy over those rows on all replica
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import keras
@@ -90,6 +91,9 @@ class MultiTaskModel(keras.Model):
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.task_loss_trackers = {name: keras.metrics.Mean(name=f"{name}_loss") for name in self.tasks}
         self.task_metrics = {name: task.make_metrics() for name, task in self.tasks.items()}
+        # what the training dataset yields, turned into ``(features, labels, weights)`` at the start of each
+        # training step; None: the dataset yields the batches (``mtl.training.StepGather`` is the other case)
+        self.batch_gather: Callable[[Any], Any] | None = None
 
     def __call__(self, inputs: Any, *args: Any, **kwargs: Any) -> Any:
         """A dict of inputs may be keyed by column name (the data stage, ``predict_raw``) or by the signature input
@@ -131,6 +135,8 @@ class MultiTaskModel(keras.Model):
 
     # ------------------------------------------------------------------ steps
     def train_step(self, data: Any) -> dict:
+        if self.batch_gather is not None:
+            data = self.batch_gather(data)
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         if self.weighting.uses_gradients:
             return self._gradient_level_step(x, y, sample_weight)
@@ -210,7 +216,7 @@ class MultiTaskModel(keras.Model):
             weight = self._row_weight(sample_weight, name, y[name])
             labels = _labels_where_weighted(y[name], weight)
             self.tasks[name].update_metrics(self.task_metrics[name], labels, y_pred[name], weight)
-        return {metric.name: metric.result() for metric in self.metrics}
+        return self.get_metrics_result()  # a metric group's dict of results flattened
 
     @property
     def metrics(self) -> list:

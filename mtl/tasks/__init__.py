@@ -13,6 +13,7 @@ from mtl.tasks._base import Task
 from mtl.tasks._binary import BinaryTask
 from mtl.tasks._hierarchy import consistency, decode_hierarchy, hierarchy_order
 from mtl.tasks._links import check_links, link_order
+from mtl.tasks._metrics import ErrorSums, ThresholdCounts
 from mtl.tasks._multiclass import MulticlassTask
 from mtl.tasks._regression import RegressionTask
 from mtl.tasks._tagging import TaggingTask
@@ -25,7 +26,8 @@ TASK_TYPES: dict[str, type[Task]] = {
 }
 
 __all__ = ["TASK_TYPES", "Task", "BinaryTask", "MulticlassTask", "RegressionTask", "TaggingTask", "build_tasks",
-           "task_from_config", "consistency", "decode_hierarchy", "hierarchy_order", "check_links", "link_order"]
+           "task_from_config", "consistency", "decode_hierarchy", "hierarchy_order", "check_links", "link_order",
+           "ErrorSums", "ThresholdCounts"]
 
 
 def build_tasks(task_configs: dict[str, Any]) -> dict[str, Task]:

@@ -31,6 +31,8 @@ from mtl.layers import dense_stack
 log = logging.getLogger("mtl")
 
 MetricFactory = Callable[["Task"], keras.metrics.Metric]
+# a metric group (``mtl.tasks._metrics``): called with the task and ``{logged name: measure}`` of the chosen members
+GroupFactory = Callable[["Task", dict[str, str]], keras.metrics.Metric]
 
 
 class Task:
@@ -44,6 +46,8 @@ class Task:
     losses: ClassVar[tuple[str, ...]]
     default_metrics: ClassVar[tuple[str, ...]]
     metric_factories: ClassVar[dict[str, MetricFactory]]
+    # metrics one Keras metric reports together (``(names, factory)``: one accumulation per step for all of them)
+    metric_groups: ClassVar[tuple[tuple[tuple[str, ...], GroupFactory], ...]] = ()
     lower_is_better_metrics: ClassVar[tuple[str, ...]] = ()
     supports_product: ClassVar[bool] = False  # may be either end of a ``product`` (funnel) link
 
@@ -130,14 +134,28 @@ class Task:
     @classmethod
     def metric_names(cls) -> tuple[str, ...]:
         """Every metric the task can report; by default those it also logs while training."""
-        return tuple(cls.metric_factories)
+        return cls.loggable_metrics()
+
+    @classmethod
+    def loggable_metrics(cls) -> tuple[str, ...]:
+        """The metrics training can log each epoch: ``metric_factories`` and the members of ``metric_groups``."""
+        return (*cls.metric_factories, *(name for names, _ in cls.metric_groups for name in names))
 
     def logged_metrics(self) -> list[str]:
         """The chosen metrics that training logs each epoch (the others are computed only at evaluation)."""
-        return [m for m in self.metrics if m in self.metric_factories]
+        loggable = self.loggable_metrics()
+        return [m for m in self.metrics if m in loggable]
 
     def make_metrics(self) -> list[keras.metrics.Metric]:
-        return [self.metric_factories[m](self) for m in self.logged_metrics()]
+        """The Keras metrics of the logged metrics: one per ``metric_factories`` entry chosen, one per group with a
+        member chosen (reporting ``<task>_<name>`` for each chosen member)."""
+        chosen = self.logged_metrics()
+        metrics = [self.metric_factories[m](self) for m in chosen if m in self.metric_factories]
+        for names, factory in self.metric_groups:
+            reports = {f"{self.name}_{m}": m for m in chosen if m in names}
+            if reports:
+                metrics.append(factory(self, reports))
+        return metrics
 
     def update_metrics(self, metrics: list, y_true: Any, y_pred: Any, weight: Any) -> None:
         """Update masked metrics: rows with ``weight == 0`` count for nothing."""

@@ -14,6 +14,7 @@ from sklearn import metrics as skm
 from mtl._schema import Strict, TaskConfigBase, UnseenLabels
 from mtl.data._labels import label_text, missing_mask
 from mtl.tasks._base import ClassificationTask, log
+from mtl.tasks._metrics import ThresholdCounts
 
 _DEFAULT_POSITIVES = ("1", "True", "true", "yes", "Yes", "y", "Y", "positive", "pos")
 
@@ -89,12 +90,9 @@ class BinaryTask(ClassificationTask):
     default_metrics = ("auc", "pr_auc", "accuracy", "balanced_accuracy", "precision", "recall", "f1", "mcc")
     metric_factories = {
         "auc": lambda t: keras.metrics.AUC(name=f"{t.name}_auc"),
-        "accuracy": lambda t: keras.metrics.BinaryAccuracy(name=f"{t.name}_accuracy",
-                                                           threshold=t.decision_threshold),
-        "precision": lambda t: keras.metrics.Precision(name=f"{t.name}_precision", thresholds=t.decision_threshold),
-        "recall": lambda t: keras.metrics.Recall(name=f"{t.name}_recall", thresholds=t.decision_threshold),
-        "f1": lambda t: keras.metrics.F1Score(average="micro", name=f"{t.name}_f1", threshold=t.decision_threshold),
     }
+    metric_groups = ((ThresholdCounts.measures, lambda t, reports: ThresholdCounts(
+        reports, t.decision_threshold, name=f"{t.name}_at_threshold")),)
     evaluation_only_metrics = ("pr_auc", "balanced_accuracy", "mcc")
     supports_product = True
 
@@ -105,7 +103,7 @@ class BinaryTask(ClassificationTask):
 
     @classmethod
     def metric_names(cls) -> tuple[str, ...]:
-        return (*cls.metric_factories, *cls.evaluation_only_metrics)
+        return (*cls.loggable_metrics(), *cls.evaluation_only_metrics)
 
     @property
     def decision_threshold(self) -> float:

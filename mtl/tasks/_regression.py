@@ -14,6 +14,7 @@ from mtl._schema import TaskConfigBase
 from mtl.data._labels import data_row, missing_mask
 from mtl.features._values import CellError, number_value, shown
 from mtl.tasks._base import Task
+from mtl.tasks._metrics import ErrorSums
 
 
 class RegressionTaskConfig(TaskConfigBase):
@@ -40,12 +41,8 @@ class RegressionTask(Task):
     losses = ("mse", "mae", "huber", "log_cosh")
     default_metrics = ("rmse", "mae", "mape", "r2")
     lower_is_better_metrics = ("rmse", "mae", "mse", "mape")
-    metric_factories = {
-        "rmse": lambda t: keras.metrics.RootMeanSquaredError(name=f"{t.name}_rmse"),
-        "mae": lambda t: keras.metrics.MeanAbsoluteError(name=f"{t.name}_mae"),
-        "mse": lambda t: keras.metrics.MeanSquaredError(name=f"{t.name}_mse"),
-        "r2": lambda t: keras.metrics.R2Score(name=f"{t.name}_r2"),
-    }
+    metric_factories: dict = {}
+    metric_groups = ((ErrorSums.measures, lambda t, reports: ErrorSums(reports, name=f"{t.name}_errors")),)
     evaluation_only_metrics = ("mape",)
 
     mean_: float
@@ -53,7 +50,7 @@ class RegressionTask(Task):
 
     @classmethod
     def metric_names(cls) -> tuple[str, ...]:
-        return (*cls.metric_factories, *cls.evaluation_only_metrics)
+        return (*cls.loggable_metrics(), *cls.evaluation_only_metrics)
 
     def _numbers(self, labels: pd.Series) -> tuple[np.ndarray, np.ndarray]:
         present = ~missing_mask(labels)

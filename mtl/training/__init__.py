@@ -1,7 +1,7 @@
 """The training stage: a run directory, its callbacks, fit, evaluation and resume."""
 
 from mtl._locks import DirectoryLock
-from mtl.training._batches import to_dataset
+from mtl.training._batches import StepGather, to_dataset
 from mtl.training._callbacks import (
     DivergenceGuard,
     EpochCheckpoint,
@@ -28,7 +28,8 @@ from mtl.training._ray import launch_ray
 from mtl.training._run import RunResult, encoder_cache_dir, log_keys, resume, train
 
 __all__ = ["FINE_TUNING_RATE_LIMIT", "BackboneRate", "DirectoryLock", "Distribution", "DivergenceGuard",
-           "EpochCheckpoint", "EpochLine", "EpochTensorBoard", "LossWeightScheduler", "RunResult", "TrainingDiverged",
+           "EpochCheckpoint", "EpochLine", "EpochTensorBoard", "LossWeightScheduler", "RunResult", "StepGather",
+           "TrainingDiverged",
            "WeightingEpochHooks", "check_history", "check_several_workers", "choose_checkpoint", "data_change",
            "data_fingerprint", "encoder_cache_dir", "fit_verbosity", "free_loopback_ports", "launch_ray",
            "launch_workers", "log_keys", "make_distribution", "make_optimizer", "read_state", "read_tf_config",

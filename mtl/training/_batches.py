@@ -90,7 +90,49 @@ def to_dataset(split: SplitData, batch_size: int, shuffle: bool = False, seed: i
             dataset = dataset.concatenate(tf.data.Dataset.from_tensors(rest))
         return dataset
 
-    per_epoch = bucketed_batches if bucket_tensor is not None else epoch_batches
-    dataset = tf.data.Dataset.range(1).flat_map(per_epoch)
+    if bucket_tensor is None and not shuffle:
+        # the same batches every pass: a dataset without a per-pass function, whose iterator costs about a
+        # millisecond to make (a flat_map over many columns cost 30-60 ms each epoch: validation, issue 11)
+        dataset = epoch_batches(tf.constant(0, tf.int64))
+    else:
+        dataset = tf.data.Dataset.range(1).flat_map(bucketed_batches if bucket_tensor is not None else epoch_batches)
     # Keras needs the number of batches: without it, fit reads past the end of an epoch, and the next one can fail.
+    return dataset.apply(tf.data.experimental.assert_cardinality(batches)).prefetch(tf.data.AUTOTUNE)
+
+
+class StepGather:
+    """Training batches gathered inside the compiled training step: ``dataset`` yields only each batch's row
+    numbers (one small tensor), and calling the object on them gathers the batch's columns, held as tensors.
+
+    Why: a ``tf.data`` pipeline over every column costs the training loop as much as the step itself on a small
+    model (each epoch's iterator instantiates a function over all the columns, and the batches cross threads);
+    a gather in the step is a few ops per column (issue 11). The batches are those of ``to_dataset`` with
+    ``shuffle``: the rows of epoch ``e`` in the permutation drawn from ``(seed, e)``, cut into ``batch_size``
+    batches and one partial batch, so a resumed run sees the same batches. ``MultiTaskModel.batch_gather`` takes
+    the object for the length of a ``fit``.
+    """
+
+    def __init__(self, split: SplitData, batch_size: int, seed: int = 0, first_epoch: int = 0) -> None:
+        self.columns = tf.nest.map_structure(tf.constant, (split.features, split.labels, split.weights))
+        self.dataset = row_batches(len(split), batch_size, seed, first_epoch)
+
+    def __call__(self, rows: tf.Tensor) -> tuple:
+        return tf.nest.map_structure(lambda column: tf.gather(column, rows), self.columns)
+
+
+def row_batches(rows: int, batch_size: int, seed: int, first_epoch: int = 0) -> tf.data.Dataset:
+    """The row numbers of each training batch; the n-th pass over the dataset is epoch ``first_epoch + n``."""
+    batches = -(-rows // batch_size)
+    full_rows = rows // batch_size * batch_size
+    epoch_counter = tf.Variable(first_epoch - 1, dtype=tf.int64, trainable=False)
+
+    def epoch_rows(_: tf.Tensor) -> tf.data.Dataset:
+        key = tf.stack([tf.constant(seed, tf.int64), epoch_counter.assign_add(1)])
+        order = tf.random.experimental.stateless_shuffle(tf.range(rows, dtype=tf.int64), seed=key)
+        dataset = tf.data.Dataset.from_tensor_slices(tf.reshape(order[:full_rows], [-1, batch_size]))
+        if full_rows < rows:
+            dataset = dataset.concatenate(tf.data.Dataset.from_tensors(order[full_rows:]))
+        return dataset
+
+    dataset = tf.data.Dataset.range(1).flat_map(epoch_rows)
     return dataset.apply(tf.data.experimental.assert_cardinality(batches)).prefetch(tf.data.AUTOTUNE)

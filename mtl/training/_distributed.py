@@ -325,7 +325,7 @@ def _steps_function(strategy: tf.distribute.Strategy, model: keras.Model, step: 
         for _ in tf.range(count - 1):
             outputs = run(iterator)
         logs = {name: strategy.experimental_local_results(value)[0] for name, value in outputs.items()}
-        logs.update({metric.name: metric.result() for metric in model.metrics})
+        logs.update(model.get_metrics_result())
         return logs
 
     return steps

@@ -39,7 +39,7 @@ from mtl.model import MultiTaskModel, backbone_variables, build_model
 from mtl.tasks import Task, decode_hierarchy
 from mtl.training import _checkpoints as checkpoints
 from mtl.training import _distributed as distributed
-from mtl.training._batches import to_dataset
+from mtl.training._batches import StepGather, to_dataset
 from mtl.training._callbacks import (
     DivergenceGuard,
     EpochCheckpoint,
@@ -325,15 +325,21 @@ def _training_rows(data: PreparedData | StreamingData, skip: bool, batch_size: i
 
 
 def _train_dataset(config: Config, data: PreparedData | StreamingData, train: SplitData | None,
-                   first_epoch: int) -> Any:
+                   first_epoch: int) -> tuple[Any, StepGather | None]:
     """The training batches of ``train`` (``_training_rows``), reshuffled each epoch from ``(seed, epoch)``:
-    gathered from the arrays in memory, or read from the files with ``data.streaming``."""
+    gathered from the arrays in memory, or read from the files with ``data.streaming``. In one process without
+    length buckets the dataset yields row numbers and the returned ``StepGather`` gathers the batch in the
+    training step (faster, same batches); else it is None."""
     t = config.training
+    bucketed = data.words_column is not None and t.bucket_by_length
+    if not data.streaming and not bucketed and distributed.active() is None:
+        gather = StepGather(train, t.batch_size, seed=config.seed, first_epoch=first_epoch)
+        return gather.dataset, gather
     if data.streaming:
         return data.dataset("train", t.batch_size, shuffle=True, seed=config.seed, first_epoch=first_epoch,
-                            skip_unlabelled=t.skip_unlabelled_rows)
+                            skip_unlabelled=t.skip_unlabelled_rows), None
     return to_dataset(train, t.batch_size, shuffle=True, seed=config.seed,
-                      bucket_by=data.words_column if t.bucket_by_length else None, first_epoch=first_epoch)
+                      bucket_by=data.words_column if bucketed else None, first_epoch=first_epoch), None
 
 
 def _held_out_dataset(data: PreparedData | StreamingData, split: str, batch_size: int) -> Any:
@@ -403,11 +409,14 @@ def _run(config: Config, data: PreparedData, tasks: dict[str, Task], path: Path,
             verbose = fit_verbosity(t.verbose)
             if verbose == 2:
                 callbacks.append(EpochLine(t.epochs))
-            distributed.fit_function(model)(  # model.fit, or under training.distribute the same in a loop
-                _train_dataset(config, data, train, initial_epoch),
-                validation_data=_held_out_dataset(data, "val", t.batch_size) if has_val else None,
-                epochs=t.epochs, initial_epoch=initial_epoch, callbacks=callbacks, verbose=1 if verbose == 1 else 0,
-                shuffle=False)  # the dataset draws each epoch's order from (seed, epoch)
+            dataset, model.batch_gather = _train_dataset(config, data, train, initial_epoch)
+            try:
+                distributed.fit_function(model)(  # model.fit, or under training.distribute the same in a loop
+                    dataset, validation_data=_held_out_dataset(data, "val", t.batch_size) if has_val else None,
+                    epochs=t.epochs, initial_epoch=initial_epoch, callbacks=callbacks,
+                    verbose=1 if verbose == 1 else 0, shuffle=False)  # each epoch's order is drawn from (seed, epoch)
+            finally:
+                model.batch_gather = None
         elif early is not None and early.restored_weights:
             model.set_weights(early.best_weights)  # what fit's end would have done: killed after the last epoch
         kept_epoch = checkpoint.epochs_saved

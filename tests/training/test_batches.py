@@ -3,7 +3,7 @@
 import numpy as np
 
 from mtl.data import SplitData
-from mtl.training import to_dataset
+from mtl.training import StepGather, to_dataset
 
 
 def split_of(rows: int) -> SplitData:
@@ -29,6 +29,24 @@ def test_each_epoch_is_a_permutation_drawn_from_seed_and_epoch():
     assert epoch_rows(to_dataset(split, 16, shuffle=True, seed=7, first_epoch=1)) == second  # as a resume sees it
     assert epoch_rows(to_dataset(split, 16, shuffle=True, seed=8)) != first
     assert epoch_rows(to_dataset(split, 16)) == [list(range(s, min(s + 16, 103))) for s in range(0, 103, 16)]
+
+
+def test_step_gather_yields_the_batches_of_the_shuffled_dataset():
+    """The training step's gather (issue 11) sees the batches ``to_dataset`` gives, epoch by epoch and on resume."""
+    split = split_of(103)
+    for first_epoch in (0, 3):
+        gather = StepGather(split, 16, seed=7, first_epoch=first_epoch)
+        dataset = to_dataset(split, 16, shuffle=True, seed=7, first_epoch=first_epoch)
+        for _ in range(2):  # two epochs: each pass of the row numbers is the next epoch
+            expected = list(dataset)
+            got = [gather(rows) for rows in gather.dataset]
+            assert len(got) == len(expected) == 7
+            for (features, labels, weights), (want_features, want_labels, want_weights) in zip(got, expected,
+                                                                                                 strict=True):
+                for name in ("x", "vector", "word"):
+                    np.testing.assert_array_equal(features[name].numpy(), want_features[name].numpy())
+                np.testing.assert_array_equal(labels["y"].numpy(), want_labels["y"].numpy())
+                np.testing.assert_array_equal(weights["y"].numpy(), want_weights["y"].numpy())
 
 
 def test_gathered_columns_stay_aligned():
