@@ -89,9 +89,9 @@ class ThresholdCounts(_Group):
 
 
 class ErrorSums(_Group):
-    """Weighted sums of a regression output's errors and labels; reports ``rmse``, ``mse``, ``mae`` and ``r2``."""
+    """Weighted sums of a regression output's errors and labels; reports ``rmse``, ``mae``, ``mse`` and ``r2``."""
 
-    measures = ("rmse", "mse", "mae", "r2")
+    measures = ("rmse", "mae", "mse", "r2")
     size = 5  # weight, squared error, absolute error, label, squared label
 
     def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> None:
