@@ -97,18 +97,12 @@ def fit_function(model: keras.Model) -> Callable[..., Any]:
     return lambda x, **kwargs: fit(model, distribution, x, **kwargs)
 
 
-def prepare(model: keras.Model) -> None:
-    """Create the optimizer's variables inside the strategy's scope (``apply`` in a replica cannot)."""
-    if _active is not None:
-        model.optimizer.build(model.trainable_variables)
-
-
 def local_model(model: keras.Model, rebuild: Callable[[], keras.Model]) -> keras.Model:
     """After distributed training, a copy of ``model`` (every model and optimizer variable) built by ``rebuild``
     outside the strategy, which evaluation, saving and export use as in one process; ``model`` in one process."""
     if _active is None:
         return model
-    copy = rebuild()  # its optimizer is built (prepare)
+    copy = rebuild()  # its optimizer is built (_compiled_model)
     for target, source in zip(model_variables(copy), model_variables(model), strict=True):
         target.assign(source.numpy())
     return copy

@@ -296,7 +296,9 @@ def _compiled_model(config: Config, data: PreparedData | StreamingData, tasks: d
     model = build_model(config.model, tasks, data.features, weighting=t.weighting.model_dump())
     model.compile(optimizer=make_optimizer(config, steps_per_epoch, backbone_variables(model)),
                   jit_compile=t.jit_compile, steps_per_execution=min(t.steps_per_execution, steps_per_epoch))
-    distributed.prepare(model)
+    # the optimizer's variables made now, eagerly: made inside the first traced step they cost about 2.5 s of tracing
+    # per run on 2 cores (issue 11); under a strategy this runs in its scope (``apply`` in a replica cannot make them)
+    model.optimizer.build(model.trainable_variables)
     return model
 
 
@@ -398,7 +400,6 @@ def _run(config: Config, data: PreparedData, tasks: dict[str, Task], path: Path,
         initial_epoch, stopped = 0, False
         if resume_from is not None:
             state, chosen = resume_from
-            model.optimizer.build(model.trainable_variables)
             chosen.restore(model)
             checkpoint.restore(state, chosen)
             initial_epoch, stopped = chosen.epoch, bool(chosen.entry.get("stopped"))
