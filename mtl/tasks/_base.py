@@ -45,9 +45,10 @@ class Task:
     default_loss: ClassVar[str]
     losses: ClassVar[tuple[str, ...]]
     default_metrics: ClassVar[tuple[str, ...]]
-    metric_factories: ClassVar[dict[str, MetricFactory]]
+    metric_factories: ClassVar[dict[str, MetricFactory]] = {}
     # metrics one Keras metric reports together (``(names, factory)``: one accumulation per step for all of them)
     metric_groups: ClassVar[tuple[tuple[tuple[str, ...], GroupFactory], ...]] = ()
+    evaluation_only_metrics: ClassVar[tuple[str, ...]] = ()  # computed by ``evaluate`` only, never logged
     lower_is_better_metrics: ClassVar[tuple[str, ...]] = ()
     supports_product: ClassVar[bool] = False  # may be either end of a ``product`` (funnel) link
 
@@ -133,8 +134,8 @@ class Task:
 
     @classmethod
     def metric_names(cls) -> tuple[str, ...]:
-        """Every metric the task can report; by default those it also logs while training."""
-        return cls.loggable_metrics()
+        """Every metric the task can report: those training can log, then the evaluation-only ones."""
+        return (*cls.loggable_metrics(), *cls.evaluation_only_metrics)
 
     @classmethod
     def loggable_metrics(cls) -> tuple[str, ...]:

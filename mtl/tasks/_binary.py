@@ -101,10 +101,6 @@ class BinaryTask(ClassificationTask):
         self.positive = positive
         self.threshold = threshold
 
-    @classmethod
-    def metric_names(cls) -> tuple[str, ...]:
-        return (*cls.loggable_metrics(), *cls.evaluation_only_metrics)
-
     @property
     def decision_threshold(self) -> float:
         """The probability from which a row is positive: the number configured, else the one chosen on validation

@@ -63,10 +63,6 @@ class MulticlassTask(ClassificationTask):
         self.parent = parent
         self.top_k = top_k
 
-    @classmethod
-    def metric_names(cls) -> tuple[str, ...]:
-        return (*cls.metric_factories, *cls.evaluation_only_metrics)
-
     @property
     def links(self) -> list[dict]:
         """``inputs`` plus the ``parent`` (a label tree reads its parent's output), unless ``inputs`` names it."""

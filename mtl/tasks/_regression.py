@@ -41,16 +41,11 @@ class RegressionTask(Task):
     losses = ("mse", "mae", "huber", "log_cosh")
     default_metrics = ("rmse", "mae", "mape", "r2")
     lower_is_better_metrics = ("rmse", "mae", "mse", "mape")
-    metric_factories: dict = {}
     metric_groups = ((ErrorSums.measures, lambda t, reports: ErrorSums(reports, name=f"{t.name}_errors")),)
     evaluation_only_metrics = ("mape",)
 
     mean_: float
     std_: float
-
-    @classmethod
-    def metric_names(cls) -> tuple[str, ...]:
-        return (*cls.loggable_metrics(), *cls.evaluation_only_metrics)
 
     def _numbers(self, labels: pd.Series) -> tuple[np.ndarray, np.ndarray]:
         present = ~missing_mask(labels)

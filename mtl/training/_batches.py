@@ -57,9 +57,9 @@ def to_dataset(split: SplitData, batch_size: int, shuffle: bool = False, seed: i
         order = tf.range(rows, dtype=tf.int64)
         batch_order = tf.range(batches, dtype=tf.int64)
         if shuffle:
-            key = tf.stack([tf.constant(seed, tf.int64), epoch])
-            order = tf.random.experimental.stateless_shuffle(order, seed=key)
+            order = epoch_permutation(rows, seed, epoch)
             if bucket_tensor is not None:
+                key = tf.stack([tf.constant(seed, tf.int64), epoch])
                 batch_order = tf.random.experimental.stateless_shuffle(batch_order, seed=key + [0, 1 << 32])
         return order, batch_order
 
@@ -72,32 +72,40 @@ def to_dataset(split: SplitData, batch_size: int, shuffle: bool = False, seed: i
             lambda column: tf.gather(column, order[start:start + size]), columns),
             num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
-    full_rows = rows // batch_size * batch_size
-
-    def blocks(column: tf.Tensor) -> tf.Tensor:
-        """The epoch's full batches of ``column`` as one ``[batches, batch_size, ...]`` tensor."""
-        return tf.reshape(column[:full_rows], tf.concat([[-1, batch_size], tf.shape(column)[1:]], axis=0))
-
-    def epoch_batches(_: tf.Tensor) -> tf.data.Dataset:
-        if shuffle:
-            order, _ = epoch_order(epoch_counter.assign_add(1))
-            epoch_columns = tf.nest.map_structure(lambda column: tf.gather(column, order), columns)
-        else:
-            epoch_columns = columns
-        dataset = tf.data.Dataset.from_tensor_slices(tf.nest.map_structure(blocks, epoch_columns))
-        if full_rows < rows:  # the last, partial batch
-            rest = tf.nest.map_structure(lambda column: column[full_rows:], epoch_columns)
-            dataset = dataset.concatenate(tf.data.Dataset.from_tensors(rest))
-        return dataset
+    def shuffled_batches(_: tf.Tensor) -> tf.data.Dataset:
+        order, _ = epoch_order(epoch_counter.assign_add(1))
+        return cut_into_batches(tf.nest.map_structure(lambda column: tf.gather(column, order), columns), rows,
+                                batch_size)
 
     if bucket_tensor is None and not shuffle:
         # the same batches every pass: a dataset without a per-pass function, whose iterator costs about a
         # millisecond to make (a flat_map over many columns cost 30-60 ms each epoch: validation, issue 11)
-        dataset = epoch_batches(tf.constant(0, tf.int64))
+        dataset = cut_into_batches(columns, rows, batch_size)
     else:
-        dataset = tf.data.Dataset.range(1).flat_map(bucketed_batches if bucket_tensor is not None else epoch_batches)
+        dataset = tf.data.Dataset.range(1).flat_map(bucketed_batches if bucket_tensor is not None else shuffled_batches)
     # Keras needs the number of batches: without it, fit reads past the end of an epoch, and the next one can fail.
     return dataset.apply(tf.data.experimental.assert_cardinality(batches)).prefetch(tf.data.AUTOTUNE)
+
+
+def epoch_permutation(rows: int, seed: int, epoch: tf.Tensor) -> tf.Tensor:
+    """The row order of epoch ``epoch``: a permutation of ``range(rows)`` drawn from ``(seed, epoch)`` alone."""
+    key = tf.stack([tf.constant(seed, tf.int64), epoch])
+    return tf.random.experimental.stateless_shuffle(tf.range(rows, dtype=tf.int64), seed=key)
+
+
+def cut_into_batches(columns: object, rows: int, batch_size: int) -> tf.data.Dataset:
+    """``columns`` (a structure of tensors of ``rows`` rows) as ``batch_size`` batches and one partial batch, sliced
+    from whole ``[batches, batch_size, ...]`` blocks: no function runs per batch."""
+    full_rows = rows // batch_size * batch_size
+
+    def blocks(column: tf.Tensor) -> tf.Tensor:
+        return tf.reshape(column[:full_rows], tf.concat([[-1, batch_size], tf.shape(column)[1:]], axis=0))
+
+    dataset = tf.data.Dataset.from_tensor_slices(tf.nest.map_structure(blocks, columns))
+    if full_rows < rows:  # the last, partial batch
+        rest = tf.nest.map_structure(lambda column: column[full_rows:], columns)
+        dataset = dataset.concatenate(tf.data.Dataset.from_tensors(rest))
+    return dataset
 
 
 class StepGather:
@@ -123,16 +131,10 @@ class StepGather:
 def row_batches(rows: int, batch_size: int, seed: int, first_epoch: int = 0) -> tf.data.Dataset:
     """The row numbers of each training batch; the n-th pass over the dataset is epoch ``first_epoch + n``."""
     batches = -(-rows // batch_size)
-    full_rows = rows // batch_size * batch_size
     epoch_counter = tf.Variable(first_epoch - 1, dtype=tf.int64, trainable=False)
 
     def epoch_rows(_: tf.Tensor) -> tf.data.Dataset:
-        key = tf.stack([tf.constant(seed, tf.int64), epoch_counter.assign_add(1)])
-        order = tf.random.experimental.stateless_shuffle(tf.range(rows, dtype=tf.int64), seed=key)
-        dataset = tf.data.Dataset.from_tensor_slices(tf.reshape(order[:full_rows], [-1, batch_size]))
-        if full_rows < rows:
-            dataset = dataset.concatenate(tf.data.Dataset.from_tensors(order[full_rows:]))
-        return dataset
+        return cut_into_batches(epoch_permutation(rows, seed, epoch_counter.assign_add(1)), rows, batch_size)
 
     dataset = tf.data.Dataset.range(1).flat_map(epoch_rows)
     return dataset.apply(tf.data.experimental.assert_cardinality(batches)).prefetch(tf.data.AUTOTUNE)
