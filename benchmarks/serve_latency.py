@@ -1,7 +1,8 @@
 """Serving latency: ``mtl serve`` over REST and gRPC against a direct call of the loaded signature, in one run.
 
-Measures p50/p99 latency of a single-row predict and rows/s at batch 1, 32 and 256 for: the direct signature call,
-REST (row format ``instances`` and columnar ``inputs``, one ``httpx.Client`` with keep-alive) and gRPC (TF Serving's
+Measures p50/p99 latency of a single-row predict and rows/s at batch 1, 32 and 256 for: the direct signature call
+(``tf.saved_model.load(...).signatures["serving_default"]`` called eagerly, what a Python user writes), the session
+call the server itself makes in process (``LoadedModel.runner``, no transport: the server's floor), REST (row format ``instances`` and columnar ``inputs``, one ``httpx.Client`` with keep-alive) and gRPC (TF Serving's
 ``PredictionServiceStub``), the paths taking turns call by call so that a change in the machine's load hits all of
 them alike; then 200 concurrent single-row gRPC clients against the server with batching off and on (throughput and
 p99), and the batching server's RSS up to ``--memory-requests`` requests (100k: the issue's "flat memory" check).
@@ -192,6 +193,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="mtl-serve-bench-") as tmp:
         base = Path(args.model) if args.model else _export_small_model(Path(tmp))
         model = load(base)
+        signature = tf.saved_model.load(str(model.path)).signatures["serving_default"]
         info = machine()
         print(f"model: {model.path}; {len(model.inputs)} inputs; {info['cpu']}, {info['cores']}; {info['date']}; "
               f"{args.requests} single-row requests per path; load average (1/5/15 min) at start {_load()}")
@@ -211,14 +213,19 @@ def main() -> None:
                     def direct() -> None:
                         tensors = {n: tf.constant(np.asarray([r[n] for r in rows], "float32" if k == "float" else
                                                              object)) for n, k in model.inputs.items()}
-                        {k: v.numpy() for k, v in model.signature(**tensors).items()}
+                        {k: v.numpy() for k, v in signature(**tensors).items()}
+
+                    def session() -> None:
+                        model.runner({n: np.asarray([r[n] for r in rows], "float32" if k == "float" else object)
+                                      for n, k in model.inputs.items()})
 
                     def rest(body: bytes) -> None:
                         answer = client.post(f"{server.url}:predict", content=body)
                         assert answer.status_code == 200, answer.text
                         answer.json()
 
-                    return {"direct signature call": direct, "REST, row format": lambda: rest(row_body),
+                    return {"direct signature call": direct, "session call in process (the server's)": session,
+                            "REST, row format": lambda: rest(row_body),
                             "REST, columnar format": lambda: rest(column_body),
                             "gRPC (PredictionServiceStub)": lambda: stub.Predict(request, timeout=60)}
 

@@ -27,16 +27,16 @@ _SHAPES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 def input_specs(model: LoadedModel) -> dict[str, Any]:
     """``{input name: TensorSpec}`` of the served signature."""
-    return dict(model.signature.structured_input_signature[1])
+    return dict(model.input_specs)
 
 
 def input_shapes(model: LoadedModel) -> dict[str, tuple | None]:
     """``{input name: shape with None for any size}`` (``None``: unknown rank), computed once per signature."""
-    shapes = _SHAPES.get(model.signature)
+    shapes = _SHAPES.get(model.runner)
     if shapes is None:
         shapes = {name: (tuple(spec.shape.as_list()) if spec.shape.rank is not None else None)
                   for name, spec in input_specs(model).items()}
-        _SHAPES[model.signature] = shapes
+        _SHAPES[model.runner] = shapes
     return shapes
 
 
@@ -89,11 +89,10 @@ def call_signature(model: LoadedModel, tensors: dict[str, np.ndarray]) -> dict[s
     import tensorflow as tf
 
     try:
-        result = model.signature(**{k: tf.constant(v) for k, v in tensors.items()})
+        return model.runner(tensors)
     except (tf.errors.InvalidArgumentError, ValueError, TypeError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ServingError("INVALID_ARGUMENT", first[:300]) from None
-    return {name: value.numpy() for name, value in result.items()}
 
 
 __all__ = ["SERVING_DEFAULT", "call_signature", "check_signature_name", "input_specs", "prepare"]
