@@ -2,10 +2,12 @@
 
 Measures p50/p99 latency of a single-row predict and rows/s at batch 1, 32 and 256 for: the direct signature call
 (``tf.saved_model.load(...).signatures["serving_default"]`` called eagerly, what a Python user writes), the session
-call the server itself makes in process (``LoadedModel.runner``, no transport: the server's floor), REST (row format ``instances`` and columnar ``inputs``, one ``httpx.Client`` with keep-alive) and gRPC (TF Serving's
+call the server itself makes in process (``LoadedModel.runner``, no transport: the server's floor), REST (row format
+``instances`` and columnar ``inputs``, one ``httpx.Client`` with keep-alive) and gRPC (TF Serving's
 ``PredictionServiceStub``), the paths taking turns call by call so that a change in the machine's load hits all of
 them alike; then 200 concurrent single-row gRPC clients against the server with batching off and on (throughput and
-p99), and the batching server's RSS up to ``--memory-requests`` requests (100k: the issue's "flat memory" check).
+p99), and the batching server's RSS up to ``--memory-requests`` requests (100k: the issue's "flat memory" check);
+with ``--text-rows N`` (or ``--text-model``) the batching comparison again on a MiniLM text model.
 The servers run as separate processes (``mtl serve`` on free 127.0.0.1 ports); client and server share the machine's
 cores. The direct call includes building its arrays and ``tf.constant``; the REST and gRPC times run from sending a
 request body the client encoded beforehand (JSON bytes, a ``PredictRequest``) to its decoded answer, and the client's
@@ -13,6 +15,7 @@ own encoding time is printed beside them.
 
     python benchmarks/serve_latency.py                      # trains a small model on Adult (1 epoch), exports it
     python benchmarks/serve_latency.py --model exports/adult --requests 500
+    python benchmarks/serve_latency.py --text-rows 400     # and batching on a MiniLM model trained on 400 reviews
 """
 
 from __future__ import annotations
@@ -41,6 +44,33 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+MODEL_NAME = "served"  # the name every model is served under here
+BATCHING = ("max_batch_size { value: 256 }\nbatch_timeout_micros { value: 2000 }\n"
+            "max_enqueued_batches { value: 1000 }\nnum_batch_threads { value: 2 }\n")
+
+
+def _export_text_model(tmp: Path, rows: int) -> Path:
+    """``configs/womens_clothing.yaml`` (all-MiniLM-L6-v2 and four task heads) trained for one epoch on ``rows``
+    reviews with the backbone frozen (the served graph is the same size either way), exported."""
+    import yaml
+
+    import mtl
+    from mtl.config import config_from_dict
+    from mtl.data import read_table
+    from mtl.export import export_run
+
+    frame = read_table(dataset="womens_clothing")[0].sample(rows, random_state=0)
+    frame.to_csv(tmp / "reviews.csv", index=False)
+    raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "womens_clothing.yaml").read_text())
+    raw["data"].pop("dataset")
+    raw["data"]["path"] = str(tmp / "reviews.csv")
+    raw["model"]["backbone"]["trainable"] = False
+    raw["training"].update(epochs=1, verbose=0)
+    result = mtl.train(config_from_dict(raw), tmp / "text-run")
+    export_run(result.run_dir, tmp / "text-exports", "reviews")
+    return tmp / "text-exports" / "reviews"
 
 
 def _export_small_model(tmp: Path) -> Path:
@@ -88,10 +118,10 @@ class Server:
         self.rest, self.grpc = _free_port(), _free_port()
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "mtl.cli", "serve", "--model_base_path", str(base), "--model_name", "adult",
+            [sys.executable, "-m", "mtl.cli", "serve", "--model_base_path", str(base), "--model_name", MODEL_NAME,
              "--rest_api_port", str(self.rest), "--port", str(self.grpc), "--no-access_log", *extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-        self.url = f"http://127.0.0.1:{self.rest}/v1/models/adult"
+        self.url = f"http://127.0.0.1:{self.rest}/v1/models/{MODEL_NAME}"
         deadline = time.monotonic() + 180
         while True:
             try:
@@ -108,6 +138,20 @@ class Server:
 
         return psutil.Process(self.process.pid).memory_info().rss / 2**20
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system, every thread) the server process has used so far."""
+        import psutil
+
+        times = psutil.Process(self.process.pid).cpu_times()
+        return times.user + times.system
+
+    def concurrent(self, request, clients: int, seconds: float,  # noqa: ANN001
+                   total: int | None = None) -> tuple[float, float, int, float]:
+        """``_concurrent`` against this server, plus the server's CPU milliseconds per request answered."""
+        before = self.cpu_seconds()
+        rate, p99, count = asyncio.run(_concurrent(self.grpc, request, clients, seconds, total))
+        return rate, p99, count, (self.cpu_seconds() - before) * 1e3 / max(count, 1)
+
     def stop(self) -> None:
         self.process.kill()
         self.process.wait(timeout=30)
@@ -118,7 +162,7 @@ def _grpc_request(model, rows: list[dict]):  # noqa: ANN001, ANN202
     from tensorflow_serving.apis import predict_pb2
 
     request = predict_pb2.PredictRequest()
-    request.model_spec.name = "adult"
+    request.model_spec.name = MODEL_NAME
     for name, kind in model.inputs.items():
         values = np.asarray([r[name] for r in rows], "float32" if kind == "float" else object)
         request.inputs[name].CopyFrom(tf.make_tensor_proto(values))
@@ -181,6 +225,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="duration of each concurrent run")
     parser.add_argument("--memory-requests", type=int, default=100_000,
                         help="requests the batching server answers in all before its last RSS reading")
+    parser.add_argument("--text-model", help="export base of a text model for a second batching comparison")
+    parser.add_argument("--text-rows", type=int, default=0,
+                        help="train and export configs/womens_clothing.yaml's model on this many reviews (frozen "
+                             "MiniLM, 1 epoch) for a second batching comparison; 0: none unless --text-model")
     args = parser.parse_args()
 
     import grpc
@@ -259,19 +307,18 @@ def main() -> None:
                     f"{name} {np.median(t) * 1e3:.2f} ms" for name, t in encode.items()))
                 channel.close()
                 request = _grpc_request(model, one)
-                unbatched = asyncio.run(_concurrent(server.grpc, request, args.clients, args.seconds))
+                unbatched = server.concurrent(request, args.clients, args.seconds)
                 served += unbatched[2]
             rss_end = server.rss_mib()
         finally:
             server.stop()
         params = Path(tmp) / "batching.config"
-        params.write_text("max_batch_size { value: 256 }\nbatch_timeout_micros { value: 2000 }\n"
-                          "max_enqueued_batches { value: 1000 }\nnum_batch_threads { value: 2 }\n")
+        params.write_text(BATCHING)
         batching = Server(base, "--enable_batching", "--batching_parameters_file", str(params))
         try:
             rss_batching_start = batching.rss_mib()
             with PeakRss(batching.process.pid) as peak_on:
-                batched = asyncio.run(_concurrent(batching.grpc, request, args.clients, args.seconds))
+                batched = batching.concurrent(request, args.clients, args.seconds)
                 rss_after_timed = batching.rss_mib()
                 more = max(0, args.memory_requests - batched[2])
                 extra = asyncio.run(_concurrent(batching.grpc, request, args.clients, 0, total=more)) if more else \
@@ -279,12 +326,12 @@ def main() -> None:
                 rss_batching_end = batching.rss_mib()
         finally:
             batching.stop()
-        print(f"\n| {args.clients} concurrent single-row gRPC clients, {args.seconds:.0f} s | requests/s | p99 ms |"
-              "\n|---|---|---|")
-        print(f"| batching off | {unbatched[0]:,.0f} | {unbatched[1]:.1f} |")
+        print(f"\n| {args.clients} concurrent single-row gRPC clients, {args.seconds:.0f} s | requests/s | p99 ms | "
+              "server CPU ms per request |\n|---|---|---|---|")
+        print(f"| batching off | {unbatched[0]:,.0f} | {unbatched[1]:.1f} | {unbatched[3]:.2f} |")
         print(f"| batching on (max_batch_size 256, batch_timeout_micros 2000) | {batched[0]:,.0f} | "
-              f"{batched[1]:.1f} |")
-        print(f"| on / off | {batched[0] / unbatched[0]:.1f}x | |")
+              f"{batched[1]:.1f} | {batched[3]:.2f} |")
+        print(f"| on / off | {batched[0] / unbatched[0]:.1f}x | | {batched[3] / unbatched[3]:.2f}x |")
         total = batched[2] + extra[2]
         print(f"\nserver RSS, batching off: {rss_start:.0f} MiB after start-up, {rss_end:.0f} MiB after {served:,} "
               f"requests ({(rss_end / rss_start - 1):+.1%}), peak {peak_off.peak:.0f} MiB")
@@ -293,7 +340,36 @@ def main() -> None:
               f"({(rss_batching_end / rss_batching_start - 1):+.1%} from start-up, "
               f"{(rss_batching_end / rss_after_timed - 1):+.1%} over the last {extra[2]:,}), "
               f"peak {peak_on.peak:.0f} MiB")
+        if args.text_model or args.text_rows:
+            _text_batching(args, Path(tmp), params)
         print(f"load average (1/5/15 min) at the end: {_load()}")
+
+
+def _text_batching(args: argparse.Namespace, tmp: Path, params: Path) -> None:
+    """The batching comparison again on a model whose signature call, not the server's per-request Python,
+    costs the most: MiniLM and four heads, one real review per request."""
+    from mtl.data import read_table
+    from mtl.serving import load
+
+    base = Path(args.text_model) if args.text_model else _export_text_model(tmp, args.text_rows)
+    model = load(base)
+    texts = read_table(dataset="womens_clothing")[0]["review_text"].dropna()
+    words = texts.str.split().str.len()
+    review = texts[words == int(words.median())].iloc[0]  # a review of the median length in words
+    request = _grpc_request(model, [{name: review for name in model.inputs}])
+    results = {}
+    for label, extra in (("off", ()), ("on", ("--enable_batching", "--batching_parameters_file", str(params)))):
+        server = Server(base, *extra)
+        try:
+            results[label] = server.concurrent(request, args.clients, args.seconds)
+        finally:
+            server.stop()
+    print(f"\ntext model ({model.path}; one review of {int(words.median())} words per request):\n"
+          f"| {args.clients} concurrent single-row gRPC clients, {args.seconds:.0f} s | requests/s | p99 ms | "
+          "server CPU ms per request |\n|---|---|---|---|")
+    for label, (rate, p99, _, cpu) in results.items():
+        print(f"| batching {label} | {rate:,.0f} | {p99:.1f} | {cpu:.2f} |")
+    print(f"| on / off | {results['on'][0] / results['off'][0]:.1f}x | | {results['on'][3] / results['off'][3]:.2f}x |")
 
 
 if __name__ == "__main__":
