@@ -14,6 +14,7 @@ to the eager call's (``tests/serving/test_loader_session.py``).
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,12 +89,16 @@ class SignatureRunner:
 
         self.graph = tf.Graph()
         self.session = tf.compat.v1.Session(graph=self.graph)
+        tf_logger = logging.getLogger("tensorflow")
+        tf_logger.addFilter(_quiet_restore)
         try:
             with self.graph.as_default(), deprecation.silence():
                 meta_graph = tf.compat.v1.saved_model.loader.load(self.session, ["serve"], str(folder))
         except BaseException:
             self.session.close()
             raise
+        finally:
+            tf_logger.removeFilter(_quiet_restore)
         self.signature_defs = dict(meta_graph.signature_def)
         if SIGNATURE not in self.signature_defs:
             self.session.close()
@@ -122,6 +127,12 @@ class SignatureRunner:
 def _strings(values: Any) -> np.ndarray:  # noqa: ANN401
     """String input values as the object array a session feed takes (numpy ``U``/``S`` arrays and lists too)."""
     return values if isinstance(values, np.ndarray) and values.dtype == object else np.asarray(values, dtype=object)
+
+
+def _quiet_restore(record: logging.LogRecord) -> bool:
+    """Drop the v1 saver's "Restoring parameters from ..." INFO line (a notebook or a server log would show one per
+    load); every other TensorFlow log record passes."""
+    return not str(record.msg).startswith("Restoring parameters from")
 
 
 def _spec(name: str, info: Any) -> Any:  # noqa: ANN401

@@ -65,3 +65,10 @@ def test_string_inputs_may_come_as_unicode_arrays_or_lists(exported_model: dict)
     for convert in (lambda a: np.array([str(v) for v in a]), lambda a: [str(v).encode() for v in a]):
         got = model.runner({n: convert(v) if n in strings else v for n, v in tensors.items()})
         np.testing.assert_array_equal(got["income"], expected["income"])
+
+
+def test_loading_logs_no_restore_line_even_at_info_level(exported_model: dict,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("INFO", logger="tensorflow"):
+        load(exported_model["version_dir"])
+    assert not [r for r in caplog.records if "Restoring parameters" in r.getMessage()]
