@@ -13,6 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 import keras
+import numpy as np
+import tensorflow as tf
 from keras import ops
 
 __all__ = ["ErrorSums", "ThresholdCounts"]
@@ -36,10 +38,16 @@ class _Group(keras.metrics.Metric):
         self.sums.assign(ops.zeros((self.size,), dtype=self.sums.dtype))
 
     def result(self) -> dict[str, Any]:
-        values = self.measure_values(self.sums)
+        if tf.executing_eagerly():  # an epoch's end: a few numpy scalars instead of ~20 eager ops (6 ms a group)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                values = self.measure_values(ops.convert_to_numpy(self.sums), _NumpyOps)
+        else:
+            values = self.measure_values(self.sums, ops)
         return {name: values[measure] for name, measure in self.reports.items()}
 
-    def measure_values(self, sums: Any) -> dict[str, Any]:
+    def measure_values(self, sums: Any, xp: Any) -> dict[str, Any]:  # noqa: ANN401
+        """``{measure: value}`` from the accumulated ``sums``, computed with ``xp`` (``keras.ops`` in a compiled
+        step, ``_NumpyOps`` eagerly): the same formulas, in float32 either way."""
         raise NotImplementedError
 
     @staticmethod
@@ -52,6 +60,19 @@ class _Group(keras.metrics.Metric):
 
     def get_config(self) -> dict:
         return {"reports": self.reports, "name": self.name, "dtype": self.dtype}
+
+
+class _NumpyOps:
+    """The ``keras.ops`` functions the measures use, on numpy float32 scalars, with the same results."""
+
+    sqrt = staticmethod(np.sqrt)
+    isinf = staticmethod(np.isinf)
+    zeros_like = staticmethod(np.zeros_like)
+    where = staticmethod(np.where)
+
+    @staticmethod
+    def divide_no_nan(numerator: Any, denominator: Any) -> Any:  # noqa: ANN401
+        return np.float32(0.0) if denominator == 0 else np.float32(numerator / denominator)
 
 
 class ThresholdCounts(_Group):
@@ -75,13 +96,13 @@ class ThresholdCounts(_Group):
         self.sums.assign_add(ops.stack([ops.sum(positive * predicted), ops.sum(negative * predicted),
                                         ops.sum(positive * (1.0 - predicted)), ops.sum(negative * (1.0 - predicted))]))
 
-    def measure_values(self, sums: Any) -> dict[str, Any]:
+    def measure_values(self, sums: Any, xp: Any) -> dict[str, Any]:  # noqa: ANN401
         tp, fp, fn, tn = sums[0], sums[1], sums[2], sums[3]
         epsilon = keras.backend.epsilon()
         f1_precision = tp / (tp + fp + epsilon)  # F1Score's own epsilon-guarded ratios
         f1_recall = tp / (tp + fn + epsilon)
-        return {"accuracy": ops.divide_no_nan(tp + tn, tp + fp + fn + tn),
-                "precision": ops.divide_no_nan(tp, tp + fp), "recall": ops.divide_no_nan(tp, tp + fn),
+        return {"accuracy": xp.divide_no_nan(tp + tn, tp + fp + fn + tn),
+                "precision": xp.divide_no_nan(tp, tp + fp), "recall": xp.divide_no_nan(tp, tp + fn),
                 "f1": 2.0 * f1_precision * f1_recall / (f1_precision + f1_recall + epsilon)}
 
     def get_config(self) -> dict:
@@ -102,10 +123,10 @@ class ErrorSums(_Group):
                                         ops.sum(weight * ops.abs(error)), ops.sum(weighted),
                                         ops.sum(weighted * y_true)]))
 
-    def measure_values(self, sums: Any) -> dict[str, Any]:
+    def measure_values(self, sums: Any, xp: Any) -> dict[str, Any]:  # noqa: ANN401
         count, squared, absolute, total, total_squared = (sums[i] for i in range(5))
-        mse = ops.divide_no_nan(squared, count)
+        mse = xp.divide_no_nan(squared, count)
         spread = total_squared - total * (total / count)
         r2 = 1.0 - squared / spread
-        return {"rmse": ops.sqrt(mse), "mse": mse, "mae": ops.divide_no_nan(absolute, count),
-                "r2": ops.where(ops.isinf(r2), ops.zeros_like(r2), r2)}
+        return {"rmse": xp.sqrt(mse), "mse": mse, "mae": xp.divide_no_nan(absolute, count),
+                "r2": xp.where(xp.isinf(r2), xp.zeros_like(r2), r2)}

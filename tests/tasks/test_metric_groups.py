@@ -2,6 +2,7 @@
 
 import keras
 import numpy as np
+import tensorflow as tf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -31,10 +32,18 @@ def batches(draw, binary: bool) -> list[tuple[np.ndarray, np.ndarray, np.ndarray
 
 
 def run(metric, data):
+    """The metric's result after ``data``; a group's result read eagerly (numpy) must equal the compiled one."""
     for labels, outputs, weights in data:
         metric.update_state(labels, outputs, sample_weight=weights)
     result = metric.result()
-    return {k: float(v) for k, v in result.items()} if isinstance(result, dict) else float(result)
+    if not isinstance(result, dict):
+        return float(result)
+    compiled = {k: float(v) for k, v in tf.function(metric.result)().items()}
+    eager = {k: float(v) for k, v in result.items()}
+    assert eager.keys() == compiled.keys()
+    for name, value in eager.items():
+        assert_same(value, compiled[name])
+    return eager
 
 
 def assert_same(got: float, want: float) -> None:
