@@ -254,7 +254,6 @@ def _cells(values: Any) -> Any:
 
 def load(path: str | Path, version: int | None = None) -> LoadedModel:
     """Load a version folder, or the newest (or given) version of an export base."""
-
     folder = resolve_version(path, version)
     meta_path = folder / "assets" / METADATA_FILE
     features: dict[str, Feature] | None = None
