@@ -76,7 +76,8 @@ def resolve_version(path: str | Path, version: int | None = None) -> Path:
 class SignatureRunner:
     """The ``serving_default`` signature of a SavedModel, loaded into its own graph and session.
 
-    ``input_specs`` and ``output_specs`` are ``{name: tf.TensorSpec}`` as the SignatureDef declares them;
+    ``input_specs`` and ``output_specs`` are ``{name: tf.TensorSpec}`` as the SignatureDef declares them
+    (``signature_defs``: every SignatureDef of the ``serve`` MetaGraph, as protos);
     ``__call__`` feeds numpy arrays by input name and returns numpy arrays by output name. Safe to call from
     several threads at once (TensorFlow's session callables are). The callable is TensorFlow's wrapper of
     ``Session::MakeCallable`` (``Session._make_callable_from_options``, the one private call here: the public
@@ -106,6 +107,9 @@ class SignatureRunner:
         signature = self.signature_defs[SIGNATURE]
         self.input_specs = {name: _spec(name, info) for name, info in sorted(signature.inputs.items())}
         self.output_specs = {name: _spec(name, info) for name, info in sorted(signature.outputs.items())}
+        # {input name: shape with None for any size} (None: unknown rank), what requests are checked against
+        self.input_shapes = {name: tuple(spec.shape.as_list()) if spec.shape.rank is not None else None
+                             for name, spec in self.input_specs.items()}
         self._output_names = list(self.output_specs)
         # (name, numpy dtype to convert to; None for strings, fed as they are)
         self._feeds = [(name, None if spec.dtype == tf.string else spec.dtype.as_numpy_dtype)

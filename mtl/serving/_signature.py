@@ -8,7 +8,6 @@ through the batcher.
 from __future__ import annotations
 
 import logging
-import weakref
 from typing import Any
 
 import numpy as np
@@ -22,22 +21,9 @@ log = logging.getLogger("mtl.serve")
 SERVING_DEFAULT = "serving_default"
 
 
-_SHAPES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def input_specs(model: LoadedModel) -> dict[str, Any]:
-    """``{input name: TensorSpec}`` of the served signature."""
-    return dict(model.input_specs)
-
-
 def input_shapes(model: LoadedModel) -> dict[str, tuple | None]:
-    """``{input name: shape with None for any size}`` (``None``: unknown rank), computed once per signature."""
-    shapes = _SHAPES.get(model.runner)
-    if shapes is None:
-        shapes = {name: (tuple(spec.shape.as_list()) if spec.shape.rank is not None else None)
-                  for name, spec in input_specs(model).items()}
-        _SHAPES[model.runner] = shapes
-    return shapes
+    """``{input name: shape with None for any size}`` (``None``: unknown rank) of the served signature."""
+    return model.runner.input_shapes
 
 
 def _fits(shape: tuple, expected: tuple | None) -> bool:
@@ -95,4 +81,4 @@ def call_signature(model: LoadedModel, tensors: dict[str, np.ndarray]) -> dict[s
         raise ServingError("INVALID_ARGUMENT", first[:300]) from None
 
 
-__all__ = ["SERVING_DEFAULT", "call_signature", "check_signature_name", "input_specs", "prepare"]
+__all__ = ["SERVING_DEFAULT", "call_signature", "check_signature_name", "input_shapes", "prepare"]

@@ -57,13 +57,12 @@ class VersionPolicy:
 
 @dataclass
 class _Version:
-    """One version folder as the server knows it: state, the loaded model, its signature defs, load failures."""
+    """One version folder as the server knows it: state, the loaded model, load failures."""
 
     number: int
     identity: tuple
     state: str = START
     model: LoadedModel | None = None
-    signature_defs: Any = None  # {name: SignatureDef proto}, read once at load time
     error: str = ""
     failures: int = 0
     retry_at: float = 0.0
@@ -81,16 +80,6 @@ def _identity(folder: Path) -> tuple:
         except OSError:
             parts.append(None)
     return tuple(parts)
-
-
-def read_signature_defs(folder: Path) -> dict:
-    """The ``serve`` MetaGraph's ``signature_def`` map of ``folder/saved_model.pb``, as protos."""
-    from tensorflow.core.protobuf import saved_model_pb2
-
-    proto = saved_model_pb2.SavedModel()
-    proto.ParseFromString((folder / "saved_model.pb").read_bytes())
-    graph = next(g for g in proto.meta_graphs if "serve" in g.meta_info_def.tags)
-    return dict(graph.signature_def)
 
 
 def _short(exc: BaseException, folder: Path) -> str:
@@ -159,7 +148,6 @@ class ModelVersions:
         record.state = LOADING
         try:
             model = self._loader(folder)
-            signature_defs = read_signature_defs(folder)
         except Exception as exc:  # a broken version must never stop the server or the other versions
             message = _short(exc, folder)
             record.failures += 1
@@ -170,13 +158,13 @@ class ModelVersions:
                           record.number, folder, message if isinstance(exc, MtlError) else f"{exc!r}"[:500])
             record.state, record.error = END, message
             return
-        record.model, record.signature_defs = model, signature_defs
+        record.model = model
         record.state, record.error, record.failures = AVAILABLE, "", 0
         log.info("model %s: version %d available (%s)", self.name, record.number, folder)
 
     def _unload(self, record: _Version, why: str) -> None:
         """Stop serving ``record``; requests already holding its model finish with it."""
-        record.model = record.signature_defs = None
+        record.model = None
         record.state = END
         log.info("model %s: version %d unloaded (%s)", self.name, record.number, why)
 
@@ -193,10 +181,10 @@ class ModelVersions:
                 raise ServingError("NOT_FOUND", f"Servable not found for request: Latest({self.name})")
             version = max(available)
         record = available.get(version)
-        model, signature_defs = (record.model, record.signature_defs) if record is not None else (None, None)
-        if model is None or signature_defs is None:  # never loaded, or unloaded by the poller just now
+        model = record.model if record is not None else None
+        if model is None:  # never loaded, or unloaded by the poller just now
             raise ServingError("NOT_FOUND", f"Servable not found for request: Specific({self.name}, {version})")
-        return version, model, signature_defs
+        return version, model, model.runner.signature_defs
 
     def status(self, version: int | None = None) -> list[dict]:
         """TF Serving's ``model_version_status`` entries: every version seen (newest first), or the one asked for."""
@@ -315,4 +303,4 @@ def read_model_config(path: str | Path, poll_seconds: float = 1.0) -> list[Model
 
 
 __all__ = ["AVAILABLE", "END", "LOADING", "ModelRegistry", "ModelVersions", "ServingError", "VersionPolicy",
-           "read_model_config", "read_signature_defs"]
+           "read_model_config"]
