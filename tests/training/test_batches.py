@@ -1,6 +1,7 @@
 """The in-memory pipeline: batches gathered by index, each epoch's order a pure function of (seed, epoch)."""
 
 import numpy as np
+import tensorflow as tf
 
 from mtl.data import SplitData
 from mtl.training import StepGather, to_dataset
@@ -72,3 +73,17 @@ def test_length_buckets_keep_batch_size_and_the_exact_batch_count():
         spread = [max(map(len, b)) - min(map(len, b)) for b in batches]
         assert np.mean(spread) < 60  # rows of similar length share a batch (lengths span 4..199 characters)
     assert [b.tolist() for b in epochs[0]] != [b.tolist() for b in epochs[1]]
+
+
+def test_step_gather_holds_columns_of_one_dtype_and_shape_in_one_block():
+    """One gather per block, not per column (issue 11): the float32 columns ``x`` and the weight share a block."""
+    split = split_of(40)
+    split.features["z"] = np.arange(40, dtype="float32") * -1
+    gather = StepGather(split, 8)
+    sizes = sorted(len(indices) for indices, _ in gather.blocks)
+    assert sizes == [1, 1, 1, 3]  # vector, word, the int label; x, z and the weight side by side
+    features, labels, weights = gather(tf.constant([5, 2, 39]))
+    np.testing.assert_array_equal(features["z"].numpy(), [-5, -2, -39])
+    np.testing.assert_array_equal(features["x"].numpy(), [5, 2, 39])
+    np.testing.assert_array_equal(labels["y"].numpy(), [50, 20, 390])
+    assert [w.decode() for w in features["word"].numpy()] == ["w5", "w2", "w39"]
