@@ -309,7 +309,7 @@ class TrainingConfig(_Strict):
     lr_schedule: LrSchedule = LrSchedule()
     early_stopping: EarlyStopping | None = None
     smote: SmoteConfig | None = None
-    steps_per_execution: int = Field(16, ge=1)
+    steps_per_execution: int = Field(64, ge=1)
     jit_compile: bool = False
     verbose: Literal["auto", 0, 1, 2] = Field(
         "auto", description="progress: 0 none, 1 a bar per epoch, 2 one line per epoch; auto: 1 on a terminal, else 2")

@@ -10,6 +10,7 @@ buckets (text) gather each batch by its index slice instead. Why a permutation t
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -108,21 +109,25 @@ def cut_into_batches(columns: object, rows: int, batch_size: int) -> tf.data.Dat
     return dataset
 
 
-class StepGather:
-    """Training batches gathered inside the compiled training step: ``dataset`` yields only each batch's row
-    numbers (one small tensor), and calling the object on them gathers the batch's columns, held as tensors.
+class StepGather(keras.callbacks.Callback):
+    """Training batches gathered inside the compiled training step: ``dataset`` yields only each batch's number,
+    and calling the object on it gathers the batch's rows from the columns, held as tensors. As a callback of the
+    ``fit``, it draws each epoch's row order at the epoch's start.
 
     Why: a ``tf.data`` pipeline over every column costs the training loop as much as the step itself on a small
     model (each epoch's iterator instantiates a function over all the columns, and the batches cross threads);
     a gather in the step is a few ops (issue 11). Columns of one dtype and row shape (the numeric features, the
     labels and weights of most tasks) are held side by side in one block, ``blocks``, gathered by one op and split
-    again: one gather per column cost about 8 µs each, a fifth of a small model's step. The batches are those of
-    ``to_dataset`` with ``shuffle``: the rows of epoch ``e`` in the permutation drawn from ``(seed, e)``, cut into
-    ``batch_size`` batches and one partial batch, so a resumed run sees the same batches.
-    ``MultiTaskModel.batch_gather`` takes the object for the length of a ``fit``.
+    again: one gather per column cost about 8 µs each, a fifth of a small model's step. The epoch's order lives in
+    a variable set by ``on_epoch_begin``, so the dataset is a plain range (its iterator, made twice an epoch by
+    Keras, cost 12-20 ms when it drew the permutation in a ``flat_map``). The batches are those of ``to_dataset``
+    with ``shuffle``: the rows of epoch ``e`` in the permutation drawn from ``(seed, e)``, cut into ``batch_size``
+    batches and one partial batch, so a resumed run (Keras numbers its epochs from ``initial_epoch``) sees the same
+    batches. ``MultiTaskModel.batch_gather`` takes the object for the length of a ``fit``.
     """
 
-    def __init__(self, split: SplitData, batch_size: int, seed: int = 0, first_epoch: int = 0) -> None:
+    def __init__(self, split: SplitData, batch_size: int, seed: int = 0) -> None:
+        super().__init__()
         self._structure = (split.features, split.labels, split.weights)
         columns = [np.asarray(column) for column in tf.nest.flatten(self._structure)]
         members: dict[tuple, list[int]] = {}
@@ -132,9 +137,18 @@ class StepGather:
         self.blocks = [(indices, tf.constant(columns[indices[0]] if len(indices) == 1
                                              else np.stack([columns[i] for i in indices], axis=1)))
                        for indices in members.values()]
-        self.dataset = row_batches(len(split), batch_size, seed, first_epoch)
+        self.rows, self.batch_size, self.seed = len(split), batch_size, seed
+        self.order = tf.Variable(tf.range(self.rows, dtype=tf.int64), trainable=False)
+        batches = -(-self.rows // batch_size)
+        self.dataset = tf.data.Dataset.range(batches)
 
-    def __call__(self, rows: tf.Tensor) -> tuple:
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.order.assign(epoch_permutation(self.rows, self.seed, tf.constant(epoch, tf.int64)))
+
+    def __call__(self, batch: tf.Tensor) -> tuple:
+        """The columns of batch number ``batch`` of the current epoch."""
+        start = batch * self.batch_size
+        rows = self.order[start:start + self.batch_size]
         flat: list = [None] * sum(len(indices) for indices, _ in self.blocks)
         for indices, block in self.blocks:
             gathered = tf.gather(block, rows)
@@ -142,15 +156,3 @@ class StepGather:
                                      strict=True):
                 flat[index] = column
         return tf.nest.pack_sequence_as(self._structure, flat)
-
-
-def row_batches(rows: int, batch_size: int, seed: int, first_epoch: int = 0) -> tf.data.Dataset:
-    """The row numbers of each training batch; the n-th pass over the dataset is epoch ``first_epoch + n``."""
-    batches = -(-rows // batch_size)
-    epoch_counter = tf.Variable(first_epoch - 1, dtype=tf.int64, trainable=False)
-
-    def epoch_rows(_: tf.Tensor) -> tf.data.Dataset:
-        return cut_into_batches(epoch_permutation(rows, seed, epoch_counter.assign_add(1)), rows, batch_size)
-
-    dataset = tf.data.Dataset.range(1).flat_map(epoch_rows)
-    return dataset.apply(tf.data.experimental.assert_cardinality(batches)).prefetch(tf.data.AUTOTUNE)

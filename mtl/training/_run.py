@@ -335,13 +335,20 @@ def _train_dataset(config: Config, data: PreparedData | StreamingData, train: Sp
     t = config.training
     bucketed = data.words_column is not None and t.bucket_by_length
     if not data.streaming and not bucketed and distributed.active() is None:
-        gather = StepGather(train, t.batch_size, seed=config.seed, first_epoch=first_epoch)
+        gather = StepGather(train, t.batch_size, seed=config.seed)  # a callback too: it orders each epoch
         return gather.dataset, gather
     if data.streaming:
         return data.dataset("train", t.batch_size, shuffle=True, seed=config.seed, first_epoch=first_epoch,
                             skip_unlabelled=t.skip_unlabelled_rows), None
     return to_dataset(train, t.batch_size, shuffle=True, seed=config.seed,
                       bucket_by=data.words_column if bucketed else None, first_epoch=first_epoch), None
+
+
+def _held_out_batch(config: Config, data: PreparedData | StreamingData) -> int:
+    """Batch size of the passes over held-out rows (validation, evaluation): the training batch size for text (a
+    batch is as long as its longest text), else at least 1,024 rows, since the metrics are sums over the rows and a
+    step costs the same for 256 rows as for 1,024 on a small model (validation took a tenth of an epoch: issue 11)."""
+    return config.training.batch_size if data.words_column else max(config.training.batch_size, 1024)
 
 
 def _held_out_dataset(data: PreparedData | StreamingData, split: str, batch_size: int) -> Any:
@@ -411,10 +418,12 @@ def _run(config: Config, data: PreparedData, tasks: dict[str, Task], path: Path,
             if verbose == 2:
                 callbacks.append(EpochLine(t.epochs))
             dataset, model.batch_gather = _train_dataset(config, data, train, initial_epoch)
+            gathers = [] if model.batch_gather is None else [model.batch_gather]
             try:
                 distributed.fit_function(model)(  # model.fit, or under training.distribute the same in a loop
-                    dataset, validation_data=_held_out_dataset(data, "val", t.batch_size) if has_val else None,
-                    epochs=t.epochs, initial_epoch=initial_epoch, callbacks=callbacks,
+                    dataset, validation_data=_held_out_dataset(data, "val", _held_out_batch(config, data))
+                    if has_val else None,
+                    epochs=t.epochs, initial_epoch=initial_epoch, callbacks=gathers + callbacks,
                     verbose=1 if verbose == 1 else 0, shuffle=False)  # each epoch's order is drawn from (seed, epoch)
             finally:
                 model.batch_gather = None
@@ -425,7 +434,7 @@ def _run(config: Config, data: PreparedData, tasks: dict[str, Task], path: Path,
             return RunResult(path, {}, pd.DataFrame(), model, tasks, data)
         model = distributed.local_model(model, lambda: _compiled_model(config, data, tasks, steps_per_epoch))
         splits = {"val": data.val, "test": data.test}
-        batch_size = t.batch_size if data.words_column else 1024
+        batch_size = _held_out_batch(config, data)
         if data.streaming:  # one pass over each held-out split: its targets and the model's outputs
             streamed = {name: predict_streamed(model, split.chunks(), batch_size) for name, split in splits.items()}
             splits = {name: split for name, (split, _) in streamed.items()}

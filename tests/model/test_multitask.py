@@ -134,3 +134,21 @@ def test_trainable_false_freezes_a_head(adult_slice):
     frozen = model.get_layer("hours_per_week_standardised").kernel.numpy().copy()
     model.fit(to_dataset(data.train, 128), epochs=1, verbose=0)
     np.testing.assert_array_equal(model.get_layer("hours_per_week_standardised").kernel.numpy(), frozen)
+
+
+def test_eager_metric_results_and_reset_run_compiled_with_keras_values(built):
+    """``get_metrics_result`` and ``reset_metrics`` called eagerly (as fit and evaluate do) run as one compiled
+    function each (issue 11): the same values as Keras' own eager pass, every variable zero after a reset."""
+    model = new_model(built)
+    x, y, w = batch_of(built[2].val)
+    model.reset_metrics()  # traced before the metrics that build on their first update have made their variables
+    model.test_step((x, y, w))
+    compiled = model.get_metrics_result()
+    eager = keras.Model.get_metrics_result(model)
+    assert set(compiled) == set(eager) and len(compiled) > 5
+    for name, value in eager.items():
+        np.testing.assert_allclose(np.asarray(compiled[name]), np.asarray(value), rtol=1e-6, atol=1e-7, err_msg=name)
+    assert any(float(np.max(np.abs(v.numpy()))) > 0 for v in model.metrics_variables)
+    model.reset_metrics()
+    for variable in model.metrics_variables:
+        assert not np.any(variable.numpy()), variable.path
