@@ -101,9 +101,11 @@ def mtl_run(config: Path, epochs: int, work: Path, mtl_path: Path, extra: list[s
     env = {**os.environ, "PYTHONPATH": str(mtl_path), "TF_CPP_MIN_LOG_LEVEL": "2"}
     before, start = load(), time.perf_counter()
     usage = os.times()
+    # cwd: ``python -m`` puts the working directory first on sys.path, where a checkout's own ``mtl`` would shadow
+    # ``mtl_path`` (before 2026-12-01 18:45 UTC every "baseline" run ran the current code this way)
     done = subprocess.run([sys.executable, "-m", "mtl.cli", "train", "--config", str(config), "--run-dir",
                            str(run_dir), "--set", f"training.epochs={epochs}", *extra], env=env, capture_output=True,
-                          text=True)
+                          text=True, cwd=work)
     wall, cpu = time.perf_counter() - start, os.times().children_user + os.times().children_system
     cpu -= usage.children_user + usage.children_system
     if done.returncode != 0:
@@ -112,6 +114,17 @@ def mtl_run(config: Path, epochs: int, work: Path, mtl_path: Path, extra: list[s
     steady = [b - a for a, b in zip(ends[:-1], ends[1:], strict=True)]  # epoch 2 onwards: tracing left out
     return {"epoch_s": steady, "median_epoch_s": statistics.median(steady), "run_wall_s": wall, "run_cpu_s": cpu,
             "load_before": before, "load_after": load()}
+
+
+def imported_mtl(mtl_path: Path, work: Path) -> str:
+    """The ``mtl`` package a run with ``mtl_path`` imports (checked to lie under ``mtl_path``)."""
+    env = {**os.environ, "PYTHONPATH": str(mtl_path)}
+    done = subprocess.run([sys.executable, "-c", "import mtl; print(mtl.__file__)"], env=env, capture_output=True,
+                          text=True, check=True, cwd=work)
+    found = done.stdout.strip().splitlines()[-1]
+    if not Path(found).resolve().is_relative_to(Path(mtl_path).resolve()):
+        raise RuntimeError(f"a run with PYTHONPATH={mtl_path} imports {found}")
+    return found
 
 
 def torch_run(python: Path, data: Path, epochs: int, batch_size: int, threads: int) -> dict[str, Any]:
@@ -226,6 +239,8 @@ def main(args: argparse.Namespace) -> None:
           f"Keras {host['keras']}; {host['date']}; load average at start {load()}")
     synthetic_rows, adult_rows = rows_of(config), rows_of(adult)
     baselines = {"mtl": REPO} | ({"baseline": Path(args.baseline_mtl)} if args.baseline_mtl else {})
+    for name, path in baselines.items():
+        print(f"{name}: {imported_mtl(path, work)}")
     rounds: list[dict[str, Any]] = []
     for r in range(args.rounds):
         round_: dict[str, Any] = {}
@@ -238,8 +253,10 @@ def main(args: argparse.Namespace) -> None:
             else:
                 round_[f"{name} synthetic"] = mtl_run(config, args.end_to_end_epochs, work, path, [])
         for name, path in (reversed(baselines.items()) if r % 2 else baselines.items()):
-            if not args.skip_adult:
-                round_[f"{name} adult"] = mtl_run(adult, args.adult_epochs, work, path, adult_args)
+            if not args.skip_adult:  # a baseline checkout's own configs/default.yaml when it has one (its schema)
+                own = Path(path) / "configs" / "default.yaml"
+                round_[f"{name} adult"] = mtl_run(own if own.exists() else adult, args.adult_epochs, work, path,
+                                                  adult_args)
         rounds.append(round_)
         summary = ", ".join(f"{k} {v['median_epoch_s']:.3f} s/epoch (load {v['load_before']})"
                             for k, v in round_.items())

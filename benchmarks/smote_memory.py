@@ -62,7 +62,10 @@ def write_config(table: Path, smote: bool, work: Path) -> Path:
 
 def measure(config: Path, mtl_path: Path) -> dict:
     env = {**os.environ, "PYTHONPATH": str(mtl_path), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    done = subprocess.run([sys.executable, "-c", CHILD, str(config)], env=env, capture_output=True, text=True)
+    # cwd: ``python -c`` puts the working directory first on sys.path, where a checkout's own ``mtl`` would shadow
+    # ``mtl_path``
+    done = subprocess.run([sys.executable, "-c", CHILD, str(config)], env=env, capture_output=True, text=True,
+                          cwd=config.parent)
     if done.returncode != 0:
         raise RuntimeError(done.stderr[-2000:])
     return json.loads(done.stdout.strip().splitlines()[-1])
