@@ -1,8 +1,9 @@
 """The frozen-encoder cache, side by side: the same frozen-MiniLM run with ``model.backbone.cache`` on and off.
 
 Women's clothing reviews (the fixed stratified 80/10/10 split of ``low_label_text.py``), the single-task
-``recommended`` model with its label kept on 2 % of the training rows (stratified, seed 0; the other rows keep
-their text and an empty label, as ``tasks.recommended.label_fraction: 0.02`` leaves them), frozen all-MiniLM-L6-v2
+``recommended`` model with its label kept on 2 % of the training rows by ``tasks.recommended.label_fraction: 0.02``
+(every training row stays in the table with its text; ``--blank-labels`` instead empties the other rows' labels in
+the table, stratified, seed 0, and mtl's data stage then drops those rows before training), frozen all-MiniLM-L6-v2
 (``data.max_length`` 128), the head of ``configs/womens_clothing.yaml``, batch 32 with length buckets, 3 epochs,
 through ``mtl.training.train`` (run directory, checkpoints, evaluation, ``model.keras``).
 
@@ -52,13 +53,14 @@ TOLERANCE = 1e-4
 
 
 def run_config(table: str, cache: bool, cache_dir: str, epochs: int, max_length: int,
-               skip: bool = True) -> dict[str, Any]:
-    """The frozen single-task run of one variant."""
+               skip: bool = True, label_fraction: float = 1.0) -> dict[str, Any]:
+    """The frozen single-task run of one variant; ``label_fraction`` is ``tasks.recommended.label_fraction``."""
     return {
         "seed": 0,
         "data": {"path": table, "features": {"text": "review_text"}, "split": {"column": "split"},
                  "max_length": max_length},
-        "tasks": {"recommended": {"type": "binary", "column": "recommended_ind", "positive": 1}},
+        "tasks": {"recommended": {"type": "binary", "column": "recommended_ind", "positive": 1,
+                                  "label_fraction": label_fraction}},
         "model": {"backbone": {"preset": "all-MiniLM-L6-v2", "trainable": False, "cache": cache,
                                "cache_dir": cache_dir},
                   "trunk": {"units": []}, "head": {"units": [64], "dropout": 0.1}},
@@ -67,8 +69,9 @@ def run_config(table: str, cache: bool, cache_dir: str, epochs: int, max_length:
     }
 
 
-def write_table(path: Path, max_rows: int | None, fraction: float) -> dict[str, int]:
-    """The reviews with ``recommended_ind`` kept on ``fraction`` of the training rows, as Parquet."""
+def write_table(path: Path, max_rows: int | None, fraction: float, blank: bool = True) -> dict[str, int]:
+    """The reviews as Parquet; ``blank``: ``recommended_ind`` kept on ``fraction`` of the training rows (stratified,
+    seed 0) and empty on the others, else every label kept (``label_fraction`` masks them in mtl)."""
     import numpy as np
     import pandas as pd
     from low_label_text import label_subset, load_reviews
@@ -78,14 +81,15 @@ def write_table(path: Path, max_rows: int | None, fraction: float) -> dict[str, 
     kept = label_subset(frame.loc[train, "recommended_ind"].to_numpy(), fraction, 0)
     labels = frame["recommended_ind"].astype("float64").to_numpy().copy()
     train_positions = np.flatnonzero(train.to_numpy())
-    masked = np.setdiff1d(np.arange(len(train_positions)), kept)
-    labels[train_positions[masked]] = np.nan
+    if blank:
+        labels[train_positions[np.setdiff1d(np.arange(len(train_positions)), kept)]] = np.nan
     frame.assign(recommended_ind=pd.Series(labels)).drop(columns=["rating"]).to_parquet(path, index=False)
     return {"rows": len(frame), "train": int(train.sum()), "labelled": len(kept),
             "distinct_texts": int(frame["review_text"].nunique())}
 
 
-def one_run(table: str, variant: str, cache_dir: str, run_dir: str, epochs: int, max_length: int) -> dict:
+def one_run(table: str, variant: str, cache_dir: str, run_dir: str, epochs: int, max_length: int,
+            label_fraction: float = 1.0) -> dict:
     """One variant in this process: wall seconds, peak RSS, the metrics."""
     import logging
 
@@ -94,7 +98,7 @@ def one_run(table: str, variant: str, cache_dir: str, run_dir: str, epochs: int,
 
     logging.getLogger("mtl").setLevel(logging.WARNING)
     config = config_from_dict(run_config(table, VARIANTS[variant]["cache"], cache_dir, epochs, max_length,
-                                         VARIANTS[variant]["skip"]))
+                                         VARIANTS[variant]["skip"], label_fraction))
     started = time.perf_counter()
     result = train(config, run_dir)
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -123,14 +127,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--warm", action="store_true", help="also a cached run reading the filled cache folder")
     p.add_argument("--before", action="store_true", help="first, a run as mtl was before: no cache, every row")
+    p.add_argument("--blank-labels", action="store_true",
+                   help="empty the unkept labels in the table instead of tasks.recommended.label_fraction")
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON")
     p.add_argument("--one", nargs=5, metavar=("TABLE", "VARIANT", "CACHE_DIR", "RUN_DIR", "OUT"),
                    help=argparse.SUPPRESS)  # a worker: one variant, its result written to OUT
     args = p.parse_args(argv)
     if args.one:
         table, variant, cache_dir, run_dir, out = args.one
-        Path(out).write_text(json.dumps(one_run(table, variant, cache_dir, run_dir, args.epochs, args.max_length),
-                                        default=float))
+        fraction = 1.0 if args.blank_labels else args.fraction
+        Path(out).write_text(json.dumps(one_run(table, variant, cache_dir, run_dir, args.epochs, args.max_length,
+                                                fraction), default=float))
         return 0
 
     from _host import machine
@@ -139,13 +146,15 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="encoder_cache_") as tmp:
         work = Path(tmp)
         table = work / "reviews.parquet"
-        sizes = write_table(table, args.max_rows, args.fraction)
-        print(f"reviews {sizes['rows']:,} (train {sizes['train']:,}, recommended labelled on {sizes['labelled']:,}; "
+        sizes = write_table(table, args.max_rows, args.fraction, blank=args.blank_labels)
+        how = "in the table" if args.blank_labels else "by label_fraction, about"
+        print(f"reviews {sizes['rows']:,} (train {sizes['train']:,}, recommended labelled {how} {sizes['labelled']:,}; "
               f"{sizes['distinct_texts']:,} distinct texts), {args.epochs} epochs, frozen MiniLM", flush=True)
         variants = ["before"] * args.before + ["uncached", "cached"] + (["cached, warm"] if args.warm else [])
         for i, variant in enumerate(variants):
             out = work / f"result-{i}.json"
             command = [sys.executable, __file__, "--epochs", str(args.epochs), "--max-length", str(args.max_length),
+                       "--fraction", str(args.fraction), *["--blank-labels"] * args.blank_labels,
                        "--one", str(table), variant, str(work / "cache"), str(work / f"run-{i}"), str(out)]
             subprocess.run(command, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
             results.append(json.loads(out.read_text()))

@@ -31,6 +31,8 @@ Design:
   - ``linked``: ``mtl`` with a task link, ``tasks.recommended.inputs: [rating]``: the ``recommended`` head reads
     the ``rating`` head's output beside the trunk. Task links are built into mtl's model, so the frozen part runs
     it through ``mtl train`` (``--frozen-through-mtl``, for every variant, so that the pairs are comparable).
+  - ``linked_only``: ``linked`` with ``tasks.recommended.reads_trunk: false``: the ``recommended`` head reads only
+    the ``rating`` head's output (a small model stacked on the auxiliary prediction, trained end to end).
   - ``control``: the multi-task loop of ``mtl`` with ``tasks.rating.weight: 0``: the same rows, batches and steps,
     ``recommended`` labelled on the same rows, but the rating loss does not count. ``mtl`` minus ``control`` is
     the auxiliary task's effect; ``control`` minus ``single`` is the training loop's (each batch holds few
@@ -98,8 +100,9 @@ if str(ROOT) not in sys.path:
 DATA_SEED = 42
 MAIN, AUX = "recommended", "rating"
 TEXT = "review_text"
-FROZEN_VARIANTS = ("single", "mtl", "linked", "control", "uncertainty", "pcgrad", "gradnorm", "dwa")
-FINETUNE_VARIANTS = ("single", "mtl", "linked", "control")
+FROZEN_VARIANTS = ("single", "mtl", "linked", "linked_only", "control", "uncertainty", "pcgrad", "gradnorm", "dwa")
+FINETUNE_VARIANTS = ("single", "mtl", "linked", "linked_only", "control")
+LINKED = ("linked", "linked_only")
 WEIGHTINGS = ("uncertainty", "pcgrad", "gradnorm", "dwa")
 
 
@@ -177,10 +180,13 @@ def training_table(frame: pd.DataFrame, kept: np.ndarray, variant: str) -> pd.Da
 # ----------------------------------------------------------------------------- configs
 def variant_tasks(variant: str) -> dict[str, Any]:
     """``linked``: the shared-trunk model whose ``recommended`` head also reads the ``rating`` head's output
-    (``tasks.recommended.inputs: [rating]``, a task link)."""
+    (``tasks.recommended.inputs: [rating]``, a task link); ``linked_only``: the head reads that output alone
+    (``reads_trunk: false``)."""
     tasks: dict[str, Any] = {MAIN: {"type": "binary", "column": "recommended_ind", "positive": 1}}
-    if variant == "linked":
+    if variant in LINKED:
         tasks[MAIN]["inputs"] = [AUX]
+    if variant == "linked_only":
+        tasks[MAIN]["reads_trunk"] = False
     if variant != "single":
         tasks[AUX] = {"type": "regression", "column": "rating", "weight": 0.0 if variant == "control" else 1.0}
     return tasks
@@ -484,7 +490,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for key, value in (QUICK if args.quick else DEFAULTS).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
-    if "linked" in args.variants and not args.skip_frozen and not args.frozen_through_mtl:
+    if set(LINKED) & set(args.variants) and not args.skip_frozen and not args.frozen_through_mtl:
         p.error("the linked variant needs the model mtl builds (task links): add --frozen-through-mtl")
     return args
 

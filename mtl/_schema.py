@@ -76,6 +76,8 @@ class TaskConfigBase(Strict):
     trainable: bool = True
     inputs: list[TaskLink] = Field([], description="other tasks whose outputs this head reads beside the trunk: "
                                                    "a task name, or {task, stop_gradient, product}")
+    reads_trunk: bool = Field(True, description="false: the head reads only its linked tasks' outputs, not the trunk "
+                                                "(a small model stacked on the auxiliary predictions)")
 
     _coerce_loss = field_validator("loss", mode="before")(_loss)
 

@@ -447,7 +447,8 @@ class Config(_Strict):
         self._check_features()
         self._check_parents()
         check_links({name: task.links() for name, task in self.tasks.items()},
-                    {name: TASK_TYPES[task.type] for name, task in self.tasks.items()})
+                    {name: TASK_TYPES[task.type] for name, task in self.tasks.items()},
+                    {name: task.reads_trunk for name, task in self.tasks.items()})
         smote = self.training.smote
         if smote is not None and self.data.streaming:
             raise ValueError("training.smote: SMOTE resamples the whole training table in memory; it is not "

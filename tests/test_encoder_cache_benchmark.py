@@ -23,3 +23,13 @@ def test_the_table_keeps_2_percent_of_training_labels_and_the_runs_differ_only_i
     metrics = {"test": {"recommended": {"auc": 0.7, "n": 10}}}
     assert bench.largest_difference(metrics, {"test": {"recommended": {"auc": 0.70002, "n": 10}}}) == \
         np.float64(0.70002 - 0.7)
+
+
+def test_the_label_fraction_table_keeps_every_row_and_label_and_the_config_masks_them(tmp_path: Path) -> None:
+    """The issue's slow case: every training row stays, ``label_fraction`` keeps 2 % of the labels in mtl."""
+    bench = benchmark_module("encoder_cache")
+    bench.write_table(tmp_path / "reviews.parquet", max_rows=500, fraction=0.02, blank=False)
+    assert pd.read_parquet(tmp_path / "reviews.parquet")["recommended_ind"].notna().all()
+    before = bench.run_config("t.parquet", False, "c", 3, 128, skip=False, label_fraction=0.02)
+    assert before["tasks"]["recommended"]["label_fraction"] == 0.02
+    assert before["training"]["skip_unlabelled_rows"] is False

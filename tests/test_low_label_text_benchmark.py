@@ -50,6 +50,8 @@ def test_linked_variant_and_converged_fine_tuning_configs(tmp_path: Path) -> Non
     linked = bench.variant_tasks("linked")
     assert linked["recommended"]["inputs"] == ["rating"] and linked["rating"]["weight"] == 1.0
     assert "inputs" not in bench.variant_tasks("mtl")["recommended"]
+    only = bench.variant_tasks("linked_only")["recommended"]
+    assert only["inputs"] == ["rating"] and only["reads_trunk"] is False and "reads_trunk" not in linked["recommended"]
     frozen = bench.frozen_text_config("linked", 3, 30, 4, 128, tmp_path / "cache")
     assert frozen["model"]["backbone"] == {"preset": "all-MiniLM-L6-v2", "trainable": False,
                                            "cache_dir": str(tmp_path / "cache")}
@@ -57,6 +59,7 @@ def test_linked_variant_and_converged_fine_tuning_configs(tmp_path: Path) -> Non
     converged = bench.finetune_config("single", 0, 64, converge=(10, 2))["training"]
     assert converged["epochs"] == 10 and converged["early_stopping"]["monitor"] == "val_recommended_auc"
     assert bench.finetune_config("single", 0, 64)["training"]["epochs"] == 1
-    with pytest.raises(SystemExit):  # the vector path builds its own model, without task links
-        bench.parse_args(["--variants", "single,linked"])
+    for variant in ("linked", "linked_only"):
+        with pytest.raises(SystemExit):  # the vector path builds its own model, without task links
+            bench.parse_args(["--variants", f"single,{variant}"])
     assert bench.parse_args(["--variants", "single,linked", "--frozen-through-mtl"]).variants == ["single", "linked"]

@@ -116,10 +116,12 @@ def test_vector_and_numeric(adult: pd.DataFrame, tmp_path: Path) -> None:
 
 def test_task_links(adult: pd.DataFrame, tmp_path: Path) -> None:
     """Task links are part of the one exported graph: a regression -> binary link, a binary -> multiclass link with
-    stop_gradient and a product (funnel) link between two binary tasks give the same outputs on every path."""
+    stop_gradient to a head that reads nothing else (``reads_trunk: false``) and a product (funnel) link between two
+    binary tasks give the same outputs on every path."""
     tasks = copy.deepcopy(ADULT_TASKS)
     tasks["male"] = {"type": "binary", "column": "gender", "positive": "Male"}
     tasks["income"]["inputs"] = ["hours_per_week", {"task": "male", "product": True}]
     tasks["race"]["inputs"] = [{"task": "income", "stop_gradient": True}]
+    tasks["race"]["reads_trunk"] = False  # race's head reads only income's output
     run_parity_test(adult, _config({"numeric": ["age", "educational_num"], "categorical": ["occupation"]}, tasks),
                     tmp_path, train_format="csv")

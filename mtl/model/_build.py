@@ -72,9 +72,14 @@ def build_model(model_config: Any, tasks: dict[str, Task], features: dict[str, F
             x = trunk.representations[name]
         read = [linked(link, True) for link in task.links if not link["product"]]
         if read:
-            x = task.join_links(x, read)
+            x = task.join_links(x if task.reads_trunk else None, read)
         funnel = [linked(link, False) for link in task.links if link["product"]]
-        outputs[name] = task.build_head(x, model_config.heads.get(name, model_config.head), funnel=funnel or None)
+        # A head that reads links starts from zero output weights (as BiT's transfer heads, Kolesnikov et al.
+        # 2020): its first steps follow its most telling input, usually the linked prediction, instead of a random
+        # projection of the trunk that its few labels must first undo (or, on one input, a sign they may never undo
+        # before early stopping).
+        outputs[name] = task.build_head(x, model_config.heads.get(name, model_config.head), funnel=funnel or None,
+                                        initializer="zeros" if task.links else "glorot_uniform")
     outputs = {name: outputs[name] for name in tasks}
 
     weighting = {k: v for k, v in (weighting or {"name": "fixed"}).items() if v is not None}

@@ -60,6 +60,7 @@ class Task:
         metrics: list[str] | None = None,
         trainable: bool = True,
         inputs: list[dict | str] | None = None,
+        reads_trunk: bool = True,
     ) -> None:
         self.name = name
         self.column = column
@@ -67,6 +68,7 @@ class Task:
         self.metrics = list(metrics) if metrics is not None else list(self.default_metrics)
         self.trainable = trainable
         self.inputs = [_link_entry(link) for link in inputs or []]
+        self.reads_trunk = reads_trunk
         self._check_choice("loss", "loss", self.loss["name"], self.losses)
         for metric in self.metrics:
             self._check_choice("metrics", "metric", metric, self.metric_names())
@@ -102,17 +104,20 @@ class Task:
         parent), as ``{"task", "stop_gradient", "product"}``."""
         return list(self.inputs)
 
-    def build_head(self, x: Any, tower: Any, funnel: list | None = None) -> Any:
+    def build_head(self, x: Any, tower: Any, funnel: list | None = None,
+                   initializer: str = "glorot_uniform") -> Any:
         """The task's tower (``tower.units`` Dense layers) then its output layer, named after the task; with
-        ``funnel`` (the outputs of its ``product`` links) the output is ``funnel_output``."""
+        ``funnel`` (the outputs of its ``product`` links) the output is ``funnel_output``. ``initializer``: the
+        output layer's kernel initializer (``"zeros"`` for a head that reads links, see ``mtl.model.build_model``)."""
         x = dense_stack(x, tower.units, tower.activation, tower.dropout, tower.norm, f"{self.name}_tower",
                         trainable=self.trainable)
-        return self.funnel_output(x, funnel) if funnel else self.output_layer(x)
+        return self.funnel_output(x, funnel, initializer) if funnel else self.output_layer(x, initializer)
 
-    def output_layer(self, x: Any) -> Any:
+    def output_layer(self, x: Any, initializer: str = "glorot_uniform") -> Any:
+        """The output layer on ``x``, named after the task, its kernel initialised by ``initializer``."""
         raise NotImplementedError
 
-    def funnel_output(self, x: Any, upstream: list) -> Any:
+    def funnel_output(self, x: Any, upstream: list, initializer: str = "glorot_uniform") -> Any:
         """The output of a ``product`` link (a type with ``supports_product`` overrides it): the head learns the
         conditional ``p(self | upstream)`` and outputs its product with the upstream outputs."""
         raise MtlError(f"a {self.type} task cannot be the end of a product link", where=f"tasks.{self.name}.inputs")
@@ -125,8 +130,9 @@ class Task:
 
     def join_links(self, x: Any, features: list) -> Any:
         """This head's input ``x`` (the trunk's representation for it) with the link features of the tasks it reads
-        beside it."""
-        return keras.layers.Concatenate(name=f"{self.name}_with_links")([x, *features])
+        beside it; ``x`` None (``reads_trunk: false``): the link features alone."""
+        parts = features if x is None else [x, *features]
+        return parts[0] if len(parts) == 1 else keras.layers.Concatenate(name=f"{self.name}_with_links")(parts)
 
     def per_example_loss(self, y_true: Any, y_pred: Any) -> Any:
         """The loss of each row, shape ``(batch,)``; the model masks and averages it."""
@@ -243,6 +249,7 @@ class Task:
             "metrics": self.metrics,
             "trainable": self.trainable,
             "inputs": [dict(link) for link in self.inputs],
+            "reads_trunk": self.reads_trunk,
         }
 
     @classmethod

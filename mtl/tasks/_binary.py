@@ -153,15 +153,15 @@ class BinaryTask(ClassificationTask):
         y, present = self._encode_classes(labels)
         return y.astype("float32"), present
 
-    def output_layer(self, x: Any) -> Any:
+    def output_layer(self, x: Any, initializer: str = "glorot_uniform") -> Any:
         return keras.layers.Dense(1, activation="sigmoid", name=self.name, dtype="float32",
-                                  trainable=self.trainable)(x)
+                                  kernel_initializer=initializer, trainable=self.trainable)(x)
 
-    def funnel_output(self, x: Any, upstream: list) -> Any:
+    def funnel_output(self, x: Any, upstream: list, initializer: str = "glorot_uniform") -> Any:
         """ESMM: the head learns ``p(self | upstream)`` (layer ``<task>_conditional``) and outputs
         ``p(upstream) * p(self | upstream)``, the probability the loss and every consumer see."""
         conditional = keras.layers.Dense(1, activation="sigmoid", name=f"{self.name}_conditional", dtype="float32",
-                                         trainable=self.trainable)(x)
+                                         kernel_initializer=initializer, trainable=self.trainable)(x)
         return keras.layers.Multiply(name=self.name, dtype="float32")([*upstream, conditional])
 
     def per_example_loss(self, y_true: Any, y_pred: Any) -> Any:

@@ -16,13 +16,24 @@ from typing import Any
 __all__ = ["check_links", "link_order"]
 
 
-def check_links(links: Mapping[str, list[tuple[str, Any]]], types: Mapping[str, type]) -> None:
+def check_links(links: Mapping[str, list[tuple[str, Any]]], types: Mapping[str, type],
+                reads_trunk: Mapping[str, bool] | None = None) -> None:
     """Raise ``ValueError("tasks.<name>.<key>: ...")`` on the first bad link.
 
     ``links``: per task (in config order) its ``(key, link)`` pairs (``TaskConfigBase.links``), a link having
-    ``task``, ``stop_gradient`` and ``product``; ``types``: each task's ``Task`` class (what ``product`` needs)."""
+    ``task``, ``stop_gradient`` and ``product``; ``types``: each task's ``Task`` class (what ``product`` needs);
+    ``reads_trunk``: per task, ``tasks.<name>.reads_trunk`` (default true): a head that reads only its links needs
+    one that is not a ``product`` link, and a row-level output."""
     names = list(links)
     for name, entries in links.items():
+        if not (reads_trunk or {}).get(name, True):
+            where = f"tasks.{name}.reads_trunk"
+            if types[name].level != "row":
+                raise ValueError(f"{where}: a {types[name].type} head labels each word from its state; it cannot "
+                                 "read only its links")
+            if not any(not link.product for _, link in entries):
+                raise ValueError(f"{where}: false means the head reads only its links, and tasks.{name}.inputs "
+                                 "names no task to read (product links do not count)")
         seen: set[str] = set()
         for key, link in entries:
             where = f"tasks.{name}.{key}"

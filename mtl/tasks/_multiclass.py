@@ -94,9 +94,9 @@ class MulticlassTask(ClassificationTask):
     def encode(self, labels: pd.Series) -> tuple[np.ndarray, np.ndarray]:
         return self._encode_classes(labels)
 
-    def output_layer(self, x: Any) -> Any:
+    def output_layer(self, x: Any, initializer: str = "glorot_uniform") -> Any:
         return keras.layers.Dense(len(self.classes_), activation="softmax", name=self.name, dtype="float32",
-                                  trainable=self.trainable)(x)
+                                  kernel_initializer=initializer, trainable=self.trainable)(x)
 
     def per_example_loss(self, y_true: Any, y_pred: Any) -> Any:
         y_true = keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32")

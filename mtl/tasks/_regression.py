@@ -94,9 +94,9 @@ class RegressionTask(Task):
         values, present = self._numbers(labels)
         return np.where(present, values, 0.0).astype("float32"), present
 
-    def output_layer(self, x: Any) -> Any:
+    def output_layer(self, x: Any, initializer: str = "glorot_uniform") -> Any:
         z = keras.layers.Dense(1, name=f"{self.name}_standardised", dtype="float32",
-                               trainable=self.trainable)(x)
+                               kernel_initializer=initializer, trainable=self.trainable)(x)
         return keras.layers.Rescaling(self.std_, offset=self.mean_, name=self.name, dtype="float32")(z)
 
     def link_features(self, output: Any) -> Any:

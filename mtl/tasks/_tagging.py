@@ -146,7 +146,8 @@ class TaggingTask(Task):
         states, mask = x
         return WithRowFeatures(name=f"{self.name}_with_links")([states, *features]), mask
 
-    def build_head(self, x: Any, tower: Any, funnel: list | None = None) -> Any:
+    def build_head(self, x: Any, tower: Any, funnel: list | None = None,
+                   initializer: str = "glorot_uniform") -> Any:
         """``x`` is ``(word states, word mask)`` from the text encoder."""
         if funnel:
             self.funnel_output(x, funnel)  # raises: a tagging task has no funnel
@@ -155,7 +156,7 @@ class TaggingTask(Task):
                              "layer" if tower.norm == "batch" else tower.norm, f"{self.name}_tower",
                              trainable=self.trainable)
         probs = keras.layers.Dense(len(self.classes_), activation="softmax", name=f"{self.name}_dense",
-                                   dtype="float32", trainable=self.trainable)(states)
+                                   dtype="float32", kernel_initializer=initializer, trainable=self.trainable)(states)
         return MaskWords(name=self.name, dtype="float32")([probs, mask])
 
     def _aligned(self, y_true: Any, y_pred: Any) -> tuple[Any, Any]:

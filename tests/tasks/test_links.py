@@ -119,8 +119,20 @@ def test_a_regression_output_is_read_in_standardised_units(frame):
     np.testing.assert_allclose(standardised, (hours - task.mean_) / task.std_, rtol=1e-4, atol=1e-4)
 
 
+def _output_dense(model: keras.Model, task: str) -> keras.layers.Layer:
+    """The last layer with a kernel on the way back from ``task``'s output (its output Dense layer), found through
+    each tensor's ``_keras_history``."""
+    operation = model.output[task]._keras_history.operation
+    while not hasattr(operation, "kernel"):
+        operation = operation._inbound_nodes[0].input_tensors[0]._keras_history.operation
+    return operation
+
+
 def _head_gradients(model, data, reader: str, source: str) -> list:
-    """Gradients of ``reader``'s masked loss with respect to the variables of ``source``'s head."""
+    """Gradients of ``reader``'s masked loss with respect to the variables of ``source``'s head, once ``reader``'s
+    output weights have left zero (where a linked head starts, and passes no gradient back yet)."""
+    kernel = _output_dense(model, reader).kernel
+    kernel.assign(np.full(kernel.shape, 0.1, dtype="float32"))
     x, y, w = next(iter(to_dataset(data.train, 32)))
     variables = [v for v in model.trainable_variables if v.path.startswith(f"{source}_") or v.path.startswith(
         f"{source}/")]
@@ -148,6 +160,61 @@ def test_a_product_link_outputs_p_aux_times_p_main_given_aux(frame):
     np.testing.assert_array_equal(got["aux"], got["male"])
     np.testing.assert_allclose(got["income"], got["male"] * got["conditional"], rtol=1e-6)
     assert (got["income"] <= got["male"] + 1e-7).all()
+
+
+def _output_kernel(model: keras.Model, task: str) -> np.ndarray:
+    return np.asarray(_output_dense(model, task).kernel)
+
+
+def test_a_head_that_reads_links_starts_from_zero_output_weights(frame):
+    model, _ = linked_model(frame, {"income": ["hours_per_week"], "race": [{"task": "male", "stop_gradient": True}]})
+    for task in ("income", "race"):
+        assert not _output_kernel(model, task).any(), f"{task}: a linked head's output kernel starts at zero"
+    assert _output_kernel(model, "male").any()  # a head without links keeps Keras' default initialisation
+
+
+def test_a_head_that_does_not_read_the_trunk_is_a_model_of_its_links_alone(frame):
+    """``reads_trunk: false``: income's output is sigmoid(w * standardised hours + b), nothing else, and it trains."""
+    tasks = {**TASKS, "income": {**TASKS["income"], "inputs": ["hours_per_week"], "reads_trunk": False}}
+    cfg = config_from_dict(tiny_config(tasks=tasks, data__split__stratify=None, model__head__units=[]))
+    built = build_tasks(cfg.tasks)
+    data = prepare(frame, cfg, built)
+    model = build_model(cfg.model, built, data.features)
+    assert model.tasks["income"].get_config()["reads_trunk"] is False
+    model.compile(optimizer=keras.optimizers.Adam(0.05), steps_per_execution=1)
+    model.fit(to_dataset(data.train, 128, shuffle=True), epochs=2, verbose=0)
+    dense = _output_dense(model, "income")
+    kernel, bias = (np.asarray(v) for v in dense.weights)
+    assert kernel.shape == (1, 1) and kernel[0, 0] != 0
+    batch = {c: v[:32] for c, v in data.val.features.items()}
+    out = model(batch)
+    hours = model.tasks["hours_per_week"]
+    z = (np.asarray(out["hours_per_week"]) - hours.mean_) / hours.std_
+    np.testing.assert_allclose(out["income"], 1 / (1 + np.exp(-(z * kernel[0, 0] + bias[0]))), rtol=1e-4, atol=1e-6)
+
+
+BAD_READS_TRUNK = {
+    "no link": ({"income": {"reads_trunk": False}},
+                "tasks.income.reads_trunk: false means the head reads only its links, and tasks.income.inputs names "
+                "no task to read"),
+    "only a product link": ({"income": {"reads_trunk": False, "inputs": [{"task": "male", "product": True}]}},
+                            "tasks.income.inputs names no task to read (product links do not count)"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_READS_TRUNK)
+def test_a_head_that_reads_neither_trunk_nor_links_is_a_one_line_error(case):
+    extra, expected = BAD_READS_TRUNK[case]
+    tasks = {name: {**task, **extra.get(name, {})} for name, task in TASKS.items()}
+    with pytest.raises(MtlError) as error:
+        config_from_dict(tiny_config(tasks=tasks))
+    assert expected in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_tagging_head_cannot_read_only_its_links():
+    raw = text_config("unused.jsonl", tasks__slots__inputs=["intent"], tasks__slots__reads_trunk=False)
+    with pytest.raises(MtlError, match="tasks.slots.reads_trunk: a tagging head labels each word from its state"):
+        config_from_dict(raw)
 
 
 BAD_LINKS = {
