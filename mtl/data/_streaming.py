@@ -232,18 +232,58 @@ def _distinct(array: pa.Array) -> tuple[np.ndarray, np.ndarray] | None:
     return encoded.dictionary.to_numpy(zero_copy_only=False), encoded.indices.to_numpy(zero_copy_only=False)
 
 
-def _by_distinct(array: pa.Array, parse: Callable[[np.ndarray, bool], np.ndarray]) -> np.ndarray:
-    """``parse(values, few)`` over the distinct values of ``array`` (``few`` True), spread back to the rows: a record
-    batch of categories is parsed once per distinct value. An error is raised by parsing every row, so it names the
-    right row."""
+def _parsed_distinct(array: pa.Array, parse: Callable[[np.ndarray, bool], np.ndarray]
+                     ) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(parse(distinct values, True), each row's index into them)``, or ``(parse(every row, False), None)`` when
+    the values are mostly distinct: a record batch of categories is parsed once per distinct value. An error is
+    raised by parsing every row, so it names the right row."""
     coded = _distinct(array)
     if coded is None:
-        return parse(array.to_numpy(zero_copy_only=False), False)
+        return parse(array.to_numpy(zero_copy_only=False), False), None
     try:
-        parsed = parse(coded[0], True)
+        return parse(coded[0], True), coded[1]
     except MtlError:
-        return parse(array.to_numpy(zero_copy_only=False), False)
-    return np.take(parsed, coded[1], axis=0)
+        return parse(array.to_numpy(zero_copy_only=False), False), None
+
+
+def _by_distinct(array: pa.Array, parse: Callable[[np.ndarray, bool], np.ndarray]) -> np.ndarray:
+    """``parse`` once per distinct value of ``array`` (``_parsed_distinct``), spread back to the rows."""
+    parsed, index = _parsed_distinct(array, parse)
+    return parsed if index is None else np.take(parsed, index, axis=0)
+
+
+@dataclass(frozen=True)
+class CodedColumn:
+    """A text column of a chunk as its distinct values (``table``, UTF-8 bytes) and each row's index into them
+    (``codes``, int32): the form ``tf.data`` takes cheaply (an int32 array and a short table convert at once, a
+    column of strings one Python object at a time) and one ``tf.gather`` in the graph turns back into the column.
+    Rows move through the shuffle buffer as their codes."""
+
+    table: np.ndarray
+    codes: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def __getitem__(self, index: np.ndarray | slice) -> CodedColumn:
+        return CodedColumn(self.table, self.codes[index])
+
+    @staticmethod
+    def concat(parts: list[CodedColumn]) -> CodedColumn:
+        offsets = np.cumsum([0, *(len(p.table) for p in parts[:-1])], dtype="int64")
+        codes = np.concatenate([p.codes + np.int32(o) for p, o in zip(parts, offsets, strict=True)])
+        return CodedColumn(np.concatenate([p.table for p in parts]), codes).compact(slack=2)
+
+    def compact(self, slack: int = 1) -> CodedColumn:
+        """The same rows over only the values they use, once the table holds more than ``slack`` times as many
+        values as there are rows (a shuffle buffer's pool keeps the tables of rows it has handed on)."""
+        if len(self.table) <= slack * max(len(self.codes), 1):
+            return self
+        used, codes = np.unique(self.codes, return_inverse=True)
+        return CodedColumn(self.table[used], codes.astype("int32").reshape(-1))
+
+    def values(self) -> np.ndarray:
+        return np.take(self.table, self.codes, axis=0)
 
 
 def _as_bytes(values: np.ndarray, few: bool) -> np.ndarray:
@@ -301,7 +341,7 @@ class CodedLabels:
 class Chunk:
     """Rows of one record batch that belong to one split: model inputs, targets, weights, global row numbers."""
 
-    features: dict[str, np.ndarray]
+    features: dict[str, np.ndarray | CodedColumn]  # text columns coded only in ``read_split(coded=True)``
     labels: dict[str, np.ndarray]
     weights: dict[str, np.ndarray]
     rows: np.ndarray
@@ -311,9 +351,11 @@ class Chunk:
 
     @staticmethod
     def join(chunks: list[Chunk]) -> Chunk:
-        def cat(parts: list[np.ndarray]) -> np.ndarray:
+        def cat(parts: list[Any]) -> Any:
             if len(parts) == 1:
                 return parts[0]
+            if isinstance(parts[0], CodedColumn):
+                return CodedColumn.concat(parts)
             if parts[0].ndim == 2 and len({p.shape[1] for p in parts}) > 1:  # per-word targets of other widths
                 width = max(p.shape[1] for p in parts)
                 parts = [np.pad(p, ((0, 0), (0, width - p.shape[1])), constant_values=-1) for p in parts]
@@ -387,6 +429,8 @@ class StreamingData:
     def fit(self) -> StreamingData:
         """One pass over every row: parse and check every cell, count each split, fit features and tasks on the
         training split (``fit_partial`` / ``finish_fit``)."""
+        if self.fitted:  # a second pass would count every split twice
+            raise RuntimeError("StreamingData.fit ran already (load_streaming fits the data it returns)")
         fitted_on: dict[str, int] = {}  # training rows labelled per task (before label_fraction)
         for chunk, codes, present, kept in self._parsed_batches(range(len(self.files))):
             for code, split in enumerate(self.splits().values()):
@@ -421,13 +465,13 @@ class StreamingData:
             log.info("%s: %d rows (streamed from %d file(s)); labelled: %s", name, len(split), len(self.files), counts)
         return self
 
-    def _parsed_batches(self, file_order: Any, code: int | None = None) -> Iterator[tuple[Chunk, np.ndarray, dict,
-                                                                                          dict]]:
+    def _parsed_batches(self, file_order: Any, code: int | None = None, coded: bool = False
+                        ) -> Iterator[tuple[Chunk, np.ndarray, dict, dict]]:
         """``(chunk with raw labels, split codes, label present masks, masks of the labels label_fraction keeps)``
         of each record batch, rows without any label (or without text, when a feature gives words) dropped, as the
         in-memory stage drops them. ``code`` None (the fitting pass): every cell is parsed, so an error names its
         row; a split ``code`` (reading a split for the model): only that split's rows are parsed, their text values
-        as the UTF-8 bytes a ``tf.string`` holds."""
+        as the UTF-8 bytes a ``tf.string`` holds (each text column a ``CodedColumn`` with ``coded``)."""
         config = self.config
         offsets = self._file_offsets()
         words = self.words_column
@@ -460,7 +504,7 @@ class StreamingData:
                 features = {}
                 for name, feature in self.features.items():
                     values = column[name] if selected is None else column[name].take(selected)
-                    features[name] = self._parse(feature, values, file, start, code is not None)
+                    features[name] = self._parse(feature, values, file, start, code is not None, coded)
                 if index is not None:
                     if selected is None:
                         features = {k: v[index] for k, v in features.items()}
@@ -472,14 +516,20 @@ class StreamingData:
                 yield Chunk(features, labels, {}, offsets[file_index] + in_file), codes, present, kept
 
     @staticmethod
-    def _parse(feature: Feature, values: pa.Array, file: Path, start: int, for_model: bool) -> np.ndarray:
-        """One column of a record batch through its feature's parser, once per distinct value."""
+    def _parse(feature: Feature, values: pa.Array, file: Path, start: int, for_model: bool,
+               coded: bool = False) -> np.ndarray | CodedColumn:
+        """One column of a record batch through its feature's parser, once per distinct value; with ``coded``, a
+        text column one value a row is returned as a ``CodedColumn``."""
         to_bytes = for_model and feature.dtype == "string"
 
         def parse(cells: np.ndarray, few: bool) -> np.ndarray:
             parsed = feature.parse(cells, where=f"data.features.{feature.kind} ({file})", first_row=start + 1)
             return _as_bytes(parsed, few) if to_bytes else parsed
 
+        if coded and to_bytes and feature.input_shape() == ():
+            parsed, index = _parsed_distinct(values, parse)
+            return CodedColumn(parsed, np.arange(len(parsed), dtype="int32") if index is None
+                               else index.astype("int32", copy=False))
         return _by_distinct(values, parse)
 
     def _split_codes(self, file: Path, column: dict[str, pa.Array], in_file: np.ndarray) -> tuple[np.ndarray,
@@ -514,12 +564,14 @@ class StreamingData:
         return sum(batch.num_rows for batch in read_batches(file, [first], self.schema))
 
     # ------------------------------------------------------------------ reading a split
-    def read_split(self, code: int, shuffle: bool = False, seed: int = 0, epoch: int = 0) -> Iterator[Chunk]:
-        """The rows of split ``code`` as encoded chunks (targets, weights), one per record batch."""
+    def read_split(self, code: int, shuffle: bool = False, seed: int = 0, epoch: int = 0,
+                   coded: bool = False) -> Iterator[Chunk]:
+        """The rows of split ``code`` as encoded chunks (targets, weights), one per record batch; with ``coded``
+        each text column is a ``CodedColumn``."""
         order = np.arange(len(self.files))
         if shuffle:
             order = np.random.default_rng([seed, epoch, 1]).permutation(len(self.files))
-        for chunk, _, _, kept in self._parsed_batches(order, code=code):  # rows of this split only
+        for chunk, _, _, kept in self._parsed_batches(order, code=code, coded=coded):  # rows of this split only
             if not len(chunk):
                 continue
             labels, weights = {}, {}
@@ -531,54 +583,56 @@ class StreamingData:
             yield Chunk(chunk.features, labels, weights, chunk.rows)
 
     def dataset(self, split: str, batch_size: int, shuffle: bool = False, seed: int = 0,
-                first_epoch: int = 0, with_labels: bool = True, skip_unlabelled: bool = False) -> Any:
+                first_epoch: int = 0, with_labels: bool = True, skip_unlabelled: bool = False,
+                cache_file: str | Path | None = None) -> Any:
         """A ``tf.data`` pipeline of the split's ``(features, labels, weights)`` batches; with ``shuffle`` the n-th
         pass is epoch ``first_epoch + n``: its file order and buffer shuffle are drawn from ``(seed, epoch)``.
-        ``skip_unlabelled`` leaves out the rows that carry no label after ``label_fraction`` (training)."""
+        ``skip_unlabelled`` leaves out the rows that carry no label after ``label_fraction`` (training).
+        ``cache_file`` (a split read in the same order each pass, such as validation): the first pass writes the
+        batches to that file (``tf.data.Dataset.cache``) and later passes read them back instead of parsing every
+        file again for the split's rows; the caller removes it.
+
+        Pieces of many batches leave the Python generator packed (``_Packing``) and are unpacked by one graph
+        function before ``rebatch``: the generator holds the GIL against the training step, so it does as little
+        per row as it can."""
         import tensorflow as tf
 
         part = self.splits()[split]
         epochs = iter(range(first_epoch, 1 << 62))
-        # Why text columns travel as (distinct values, codes): tf.data converts a NumPy array of strings from a
-        # generator one Python object at a time (about 100 ms for 8 columns of 8,192 rows); the few distinct
-        # values and an int32 array convert at once, and one gather in the graph rebuilds the column. pandas'
-        # hash factorize finds them in 0.9 ms a column of 8,192 rows, NumPy's sorting unique in 4.7 ms.
-        texts = [c for c, f in self.features.items() if f.dtype == "string" and f.input_shape() == ()]
+        packing = _Packing(self.features)
 
-        def pieces() -> Iterator[tuple | dict]:
+        def elements() -> Iterator[tuple]:
             for chunk in self.pieces(split, batch_size, shuffle, seed, next(epochs), skip_unlabelled):
-                features = dict(chunk.features)
-                for column in texts:
-                    codes, table = pd.factorize(features[column], use_na_sentinel=False)
-                    features[column] = (np.asarray(table, dtype=object), codes.astype("int32"))
-                yield (features, chunk.labels, chunk.weights) if with_labels else features
-
-        def gather(features: dict) -> dict:
-            return {c: tf.gather(v[0], v[1]) if c in texts else v for c, v in features.items()}
+                packed = packing.pack(chunk.features, len(chunk))
+                yield (packed, chunk.labels, chunk.weights) if with_labels else packed
 
         signature = self._signature(with_labels)
-        coded = dict(signature[0] if with_labels else signature)
-        for column in texts:
-            coded[column] = (tf.TensorSpec((None,), tf.string), tf.TensorSpec((None,), tf.int32))
-        dataset = tf.data.Dataset.from_generator(
-            pieces, output_signature=(coded, *signature[1:]) if with_labels else coded)
-        dataset = dataset.map(lambda *element: (gather(element[0]), *element[1:]) if with_labels
-                              else gather(element[0]))
-        batches = math.ceil((part.teaching_count if skip_unlabelled else len(part)) / batch_size)
-        dataset = dataset.rebatch(batch_size).apply(tf.data.experimental.assert_cardinality(batches))
+        specs = (packing.signature(), *signature[1:]) if with_labels else packing.signature()
+        dataset = tf.data.Dataset.from_generator(elements, output_signature=specs)
+        if with_labels:
+            dataset = dataset.map(lambda packed, labels, weights: (packing.unpack(packed), labels, weights))
+        else:
+            dataset = dataset.map(lambda *packed: packing.unpack(packed))
+        count = math.ceil((part.teaching_count if skip_unlabelled else len(part)) / batch_size)
+        dataset = dataset.rebatch(batch_size).apply(tf.data.experimental.assert_cardinality(count))
+        if cache_file is not None:
+            if shuffle:
+                raise ValueError("a shuffled split differs each pass; it cannot be cached")
+            dataset = dataset.cache(str(cache_file))
         return dataset.prefetch(tf.data.AUTOTUNE)
 
     def pieces(self, split: str, batch_size: int, shuffle: bool, seed: int, epoch: int,
                skip_unlabelled: bool = False) -> Iterator[Chunk]:
-        """One epoch of a split in pieces of whole batches (the last may end with a partial one). With ``shuffle``:
-        files in an order drawn from ``(seed, epoch)``, and rows through a buffer of ``data.shuffle_buffer`` rows
-        that is permuted whenever it is full, its first half then handed on. ``skip_unlabelled`` leaves out rows that
-        carry no label after ``label_fraction`` (they teach nothing)."""
+        """One epoch of a split in pieces of whole batches (the last may end with a partial one), text columns as
+        ``CodedColumn``. With ``shuffle``: files in an order drawn from ``(seed, epoch)``, and rows
+        through a buffer of ``data.shuffle_buffer`` rows that is permuted whenever it is full, its first half then
+        handed on. ``skip_unlabelled`` leaves out rows that carry no label after ``label_fraction`` (they teach
+        nothing)."""
         buffer = self.config.data.shuffle_buffer
         piece = batch_size * max(1, 8192 // batch_size)  # rows per element handed to tf.data
         rng = np.random.default_rng([seed, epoch, 2])
         pool: Chunk | None = None
-        for chunk in self.splits()[split].chunks(shuffle, seed, epoch):
+        for chunk in self.read_split(SPLIT_CODES[split], shuffle, seed, epoch, coded=True):
             if skip_unlabelled:
                 chunk = chunk.take(np.flatnonzero(np.logical_or.reduce([w > 0 for w in chunk.weights.values()])))
             pool = chunk if pool is None else Chunk.join([pool, chunk])
@@ -609,6 +663,51 @@ class StreamingData:
             labels[name] = tf.TensorSpec((None,) * y.ndim, tf.as_dtype(y.dtype))
             weights[name] = tf.TensorSpec((None,), tf.float32)
         return features, labels, weights
+
+
+class _Packing:
+    """How a piece's features cross from the generator into ``tf.data`` (``from_generator`` converts each array in
+    Python, holding the GIL): the scalar numeric columns as one float32 matrix, the text columns (``CodedColumn``)
+    as one table of their values and one int32 matrix of codes into it, any other feature as itself."""
+
+    def __init__(self, features: dict[str, Feature]) -> None:
+        self.order = list(features)
+        scalar = {c for c, f in features.items() if f.input_shape() == ()}
+        self.numbers = [c for c in self.order if c in scalar and features[c].dtype != "string"]
+        self.texts = [c for c in self.order if c in scalar and features[c].dtype == "string"]
+        self.others = {c: f for c, f in features.items() if c not in scalar}
+
+    def pack(self, features: dict[str, Any], rows: int) -> tuple:
+        numbers = np.empty((rows, len(self.numbers)), dtype="float32")
+        for i, column in enumerate(self.numbers):
+            numbers[:, i] = features[column]
+        coded = [features[column].compact() for column in self.texts]
+        offsets = np.cumsum([0, *(len(c.table) for c in coded)])
+        codes = np.empty((rows, len(coded)), dtype="int32")
+        for i, column in enumerate(coded):
+            codes[:, i] = column.codes + offsets[i]
+        table = np.concatenate([c.table for c in coded]) if coded else np.zeros(0, dtype="S1")
+        return {c: features[c] for c in self.others}, numbers, table, codes
+
+    def signature(self) -> tuple:
+        import tensorflow as tf
+
+        others = {c: tf.TensorSpec((None, *f.input_shape()), tf.string if f.dtype == "string" else tf.float32)
+                  for c, f in self.others.items()}
+        return (others, tf.TensorSpec((None, len(self.numbers)), tf.float32), tf.TensorSpec((None,), tf.string),
+                tf.TensorSpec((None, len(self.texts)), tf.int32))
+
+    def unpack(self, packed: tuple) -> dict[str, Any]:
+        """The features by name again (in the graph)."""
+        import tensorflow as tf
+
+        others, numbers, table, codes = packed
+        features = dict(others)
+        for i, column in enumerate(self.numbers):
+            features[column] = numbers[:, i]
+        for i, column in enumerate(self.texts):
+            features[column] = tf.gather(table, codes[:, i])
+        return {c: features[c] for c in self.order}
 
 
 def load_streaming(config: Any, tasks: dict[str, Any]) -> StreamingData:

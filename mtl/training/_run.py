@@ -18,7 +18,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -351,9 +351,12 @@ def _held_out_batch(config: Config, data: PreparedData | StreamingData) -> int:
     return config.training.batch_size if data.words_column else max(config.training.batch_size, 1024)
 
 
-def _held_out_dataset(data: PreparedData | StreamingData, split: str, batch_size: int) -> Any:
+def _held_out_dataset(data: PreparedData | StreamingData, split: str, batch_size: int,
+                      cache_dir: Path | None = None) -> Any:
+    """The batches of a held-out split; with ``data.streaming`` and a ``cache_dir``, its first pass is cached there
+    (``StreamingData.dataset``: later epochs' validation reads it back instead of every file)."""
     if data.streaming:
-        return data.dataset(split, batch_size)
+        return data.dataset(split, batch_size, cache_file=None if cache_dir is None else cache_dir / split)
     return to_dataset(data.splits()[split], batch_size)
 
 
@@ -419,12 +422,18 @@ def _run(config: Config, data: PreparedData, tasks: dict[str, Task], path: Path,
                 callbacks.append(EpochLine(t.epochs))
             dataset, model.batch_gather = _train_dataset(config, data, train, initial_epoch)
             gathers = [] if model.batch_gather is None else [model.batch_gather]
+            # streamed validation rows are read from the files once, then from a cache removed after training
+            held_out_cache = tempfile.TemporaryDirectory(prefix=".validation-cache-", dir=path) \
+                if data.streaming and has_val else nullcontext()
             try:
-                distributed.fit_function(model)(  # model.fit, or under training.distribute the same in a loop
-                    dataset, validation_data=_held_out_dataset(data, "val", _held_out_batch(config, data))
-                    if has_val else None,
-                    epochs=t.epochs, initial_epoch=initial_epoch, callbacks=gathers + callbacks,
-                    verbose=1 if verbose == 1 else 0, shuffle=False)  # each epoch's order is drawn from (seed, epoch)
+                with held_out_cache as cache_dir:
+                    validation = _held_out_dataset(data, "val", _held_out_batch(config, data),
+                                                   Path(cache_dir) if cache_dir else None) if has_val else None
+                    distributed.fit_function(model)(  # model.fit, or under training.distribute the same in a loop
+                        dataset, validation_data=validation, epochs=t.epochs, initial_epoch=initial_epoch,
+                        callbacks=gathers + callbacks, verbose=1 if verbose == 1 else 0,
+                        shuffle=False)  # each epoch's order is drawn from (seed, epoch)
+                    del validation
             finally:
                 model.batch_gather = None
         elif early is not None and early.restored_weights:

@@ -9,10 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import tiny_config, write_yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mtl.cli import main
 from mtl.config import config_from_dict
 from mtl.data import load_data, read_table
+from mtl.data._streaming import CodedColumn
 from mtl.training import data_fingerprint, split_fingerprint, to_dataset
 
 KEYED_SPLIT = {"train": 0.8, "val": 0.1, "test": 0.1, "key": "row_id"}
@@ -76,6 +79,72 @@ def test_streamed_batches_have_the_in_memory_structure(shards):
     assert np.array_equal(np.concatenate([b[0]["age"].numpy() for b in again]), ages[0])
 
 
+def test_streamed_rows_equal_the_in_memory_rows(shards):
+    """Each streamed training row carries the in-memory row's every feature value and target (text columns travel
+    as codes into a table of their values, numeric columns packed into one matrix)."""
+    memory, _ = load_data(keyed_config(shards, False))
+    streamed, _ = load_data(keyed_config(shards, True, data__shuffle_buffer=300))
+    columns = list(memory.train.features)
+    assert set(columns) >= {"age", "workclass", "occupation"}
+
+    def rows(features: dict, labels: dict) -> list[tuple]:
+        values = [np.asarray(features[c]) for c in columns] + [np.asarray(v) for v in labels.values()]
+        def cell(v):
+            return v.decode() if isinstance(v, bytes) else v if isinstance(v, str) else float(v)
+
+        cells = [[cell(v) for v in column] for column in values]
+        return sorted(zip(*cells, strict=True), key=repr)
+
+    batches = list(streamed.dataset("train", 64, shuffle=True, seed=5))
+    got = rows({c: np.concatenate([b[0][c].numpy() for b in batches]) for c in columns},
+               {t: np.concatenate([b[1][t].numpy() for b in batches]) for t in memory.train.labels})
+    want = {c: memory.train.features[c] for c in columns}
+    assert got == rows(want, memory.train.labels)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.sampled_from([b"a", b"bb", b"", b"\xc3\xa9", b"x" * 30]), min_size=1, max_size=6)
+                .flatmap(lambda table: st.tuples(st.just(table), st.lists(st.integers(0, len(table) - 1),
+                                                                          max_size=40))),
+                min_size=1, max_size=6),
+       st.data())
+def test_coded_columns_keep_their_values(parts, data):
+    """Joining, taking and compacting coded text columns never changes a row's value."""
+    columns = [CodedColumn(np.asarray(table, dtype=object), np.asarray(codes, dtype="int32"))
+               for table, codes in parts]
+    joined = CodedColumn.concat(columns)
+    expected = np.concatenate([np.asarray(t, dtype=object)[np.asarray(c, dtype="int64")] for t, c in parts])
+    assert list(joined.values()) == list(expected)
+    assert len(joined.table) <= 2 * max(len(joined), 1)  # a pool's table stays bounded by its rows
+    if len(joined):
+        keep = np.asarray(data.draw(st.lists(st.integers(0, len(joined) - 1), max_size=50)), dtype="int64")
+        taken = joined[keep].compact()
+        assert list(taken.values()) == list(expected[keep])
+        assert len(taken.table) <= max(len(keep), 1)
+
+
+def test_cached_validation_reads_the_files_once(shards, tmp_path):
+    """A cached split's later passes give the same batches without reading the files (here: moved away)."""
+    streamed, _ = load_data(keyed_config(shards, True))
+    plain = [b for b in streamed.dataset("val", 32)]
+    cached = streamed.dataset("val", 32, cache_file=tmp_path / "val")
+    first = [b for b in cached]
+    shards.rename(tmp_path / "moved")
+    second = [b for b in cached]
+    assert len(plain) == len(first) == len(second) > 1
+    for a, b, c in zip(plain, first, second, strict=True):
+        for x, y, z in zip(*(tf_leaves(batch) for batch in (a, b, c)), strict=True):
+            assert np.array_equal(x, y) and np.array_equal(x, z)
+    with pytest.raises(ValueError, match="cannot be cached"):
+        streamed.dataset("train", 32, shuffle=True, cache_file=tmp_path / "train")
+
+
+def tf_leaves(batch) -> list[np.ndarray]:
+    import tensorflow as tf
+
+    return [leaf.numpy() for leaf in tf.nest.flatten(batch)]
+
+
 def test_position_hash_split_is_stable(shards):
     """Without a key, the file name and row position decide the split: the same in every run."""
     raw = tiny_config(str(shards / "*.parquet"), data__streaming=True,
@@ -116,10 +185,11 @@ def test_streaming_run_trains_evaluates_and_exports(tmp_path, shards):
     import mtl
     from mtl.evaluation import evaluate
 
-    raw = tiny_config(str(shards), data__streaming=True, data__split=KEYED_SPLIT, training__epochs=1,
+    raw = tiny_config(str(shards), data__streaming=True, data__split=KEYED_SPLIT, training__epochs=2,
                       output__export={"base_path": str(tmp_path / "exports"), "name": "adult"})
     result = mtl.train(config_from_dict(raw), tmp_path / "run")
     run = tmp_path / "run"
+    assert len(result.history) == 2 and not list(run.glob(".validation-cache-*"))  # the cache is removed
     assert json.loads((run / "metrics.json").read_text())["test"]["income"]["n"] == result.data.test.labelled_counts[
         "income"]
     assert (run / "plots").is_dir() and any((run / "plots").iterdir())
