@@ -12,6 +12,7 @@ from mtl.data._prepare import PreparedData, SplitData, prepare, prepare_labelled
 from mtl.data._sources import DATASETS, READERS, is_multi_path, read_table
 from mtl.data._streaming import (
     Chunk,
+    CodedColumn,
     StreamingData,
     StreamingSplit,
     data_files,
@@ -22,9 +23,9 @@ from mtl.data._streaming import (
 )
 from mtl.data._text import split_words
 
-__all__ = ["DATASETS", "READERS", "Chunk", "PreparedData", "SplitData", "StreamingData", "StreamingSplit",
-           "data_files", "hash_split", "is_multi_path", "key_hash", "load_data", "load_streaming", "prepare",
-           "prepare_labelled", "read_table", "sample_table", "split_words"]
+__all__ = ["DATASETS", "READERS", "Chunk", "CodedColumn", "PreparedData", "SplitData", "StreamingData",
+           "StreamingSplit", "data_files", "hash_split", "is_multi_path", "key_hash", "load_data", "load_streaming",
+           "prepare", "prepare_labelled", "read_table", "sample_table", "split_words"]
 
 
 def load_data(config: Any) -> tuple[PreparedData | StreamingData, dict[str, Any]]:

@@ -37,8 +37,8 @@ from mtl.features import Feature, build_features
 
 log = logging.getLogger("mtl")
 
-__all__ = ["StreamingData", "StreamingSplit", "data_files", "hash_split", "label_kept", "load_streaming",
-           "sample_table", "shard_schema"]
+__all__ = ["Chunk", "CodedColumn", "StreamingData", "StreamingSplit", "data_files", "hash_split", "label_kept",
+           "load_streaming", "sample_table", "shard_schema"]
 
 SHARD_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}

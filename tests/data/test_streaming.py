@@ -14,8 +14,7 @@ from hypothesis import strategies as st
 
 from mtl.cli import main
 from mtl.config import config_from_dict
-from mtl.data import load_data, read_table
-from mtl.data._streaming import CodedColumn
+from mtl.data import CodedColumn, load_data, read_table
 from mtl.training import data_fingerprint, split_fingerprint, to_dataset
 
 KEYED_SPLIT = {"train": 0.8, "val": 0.1, "test": 0.1, "key": "row_id"}
